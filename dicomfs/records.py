@@ -1,0 +1,179 @@
+"""Plain records passed between the parser, the index, the graph and the view.
+
+They live in their own module so that every layer can share them without
+importing pydicom, SQL or FUSE: the parser produces them, the index stores
+and returns them, the graph and the view read them. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# PS3.5 9.1: components are "0" or digits without a leading zero, at most
+# 64 characters in all. Only UIDs that match may ever become a path name.
+UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+UID_MAX_LENGTH = 64
+
+
+def clean_uid(value: object) -> str:
+    """Strip the NUL/space padding writers leave on UI values (PS3.5 6.2)."""
+    if value is None:
+        return ""
+    return str(value).rstrip("\x00 ").lstrip(" ")
+
+
+def is_safe_uid(uid: str) -> bool:
+    """True when ``uid`` may be used as a file or folder name in the mount.
+
+    The grammar excludes ``/``, NUL, ``.`` and ``..`` by construction, so a
+    name built from a safe UID can never leave its folder (reliability.md C1).
+    """
+    return 0 < len(uid) <= UID_MAX_LENGTH and UID_PATTERN.match(uid) is not None
+
+
+class Level(StrEnum):
+    """What kind of thing an edge points at."""
+
+    INSTANCE = "instance"
+    SERIES = "series"
+    STUDY = "study"
+    FRAME_OF_REFERENCE = "frame_of_reference"
+
+
+class Role(StrEnum):
+    """Why the source object names the target (dicom-references.md section 1)."""
+
+    STRUCTURE_SET = "structure_set"  # plan -> RS; dose (DVH) -> RS
+    DOSE = "dose"  # plan -> dose (plan / fraction group / beam / control point)
+    REFERENCE_IMAGE = "reference_image"  # plan beam/setup/brachy reference images
+    RELATED_PLAN = "related_plan"  # plan -> plan, qualifier "relationship"
+    PLAN = "plan"  # dose / RT image / record / 2nd-gen -> plan
+    IMAGE = "image"  # RS contour image, registration / SEG source image
+    SERIES = "series"  # RS referenced series, source series
+    STUDY = "study"  # RS referenced study (SOP-ref syntax, but a study)
+    FRAME_OF_REFERENCE = "frame_of_reference"
+    TREATMENT_RECORD = "treatment_record"  # dose (RECORD) -> record; record -> record
+    VERIFICATION_IMAGE = "verification_image"  # record -> portal image
+    REGISTRATION = "registration"  # dose / PS -> spatial registration
+    PREDECESSOR = "predecessor"  # RS -> previous RS; SR predecessor documents
+    DEFINITION_SOURCE = "definition_source"  # RS ROI -> SEG / fiducials
+    SOURCE_IMAGE = "source_image"  # SEG / general reference source images
+    SOURCE_INSTANCE = "source_instance"  # dose sum sources, PDF sources
+    EVIDENCE = "evidence"  # SR / KOS evidence and content items
+    COMMON_INSTANCE = "common_instance"  # Common Instance Reference module
+    GENERIC = "generic"  # any other ReferencedSOPInstanceUID found by the walk
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One reference stored in a source object.
+
+    ``class_hint`` is the ReferencedSOPClassUID as written: a claim by the
+    writer, kept for display only; targets are resolved by instance UID
+    (dicom-references.md section 4, item 3). ``study_uid``/``series_uid`` are
+    where the source object says the target lives, when it says so, so the
+    missing list can tell a user which series to retrieve.
+    """
+
+    target_uid: str
+    level: Level
+    role: Role
+    path: str
+    class_hint: str = ""
+    qualifiers: tuple[tuple[str, str], ...] = ()
+    study_uid: str = ""
+    series_uid: str = ""
+
+    def qualifier(self, name: str) -> str | None:
+        for key, value in self.qualifiers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class Instance:
+    """Identity and references of one parsed DICOM instance.
+
+    ``label`` holds the display label of the kind (RTPlanLabel,
+    StructureSetLabel, ...). ``flags`` lists problems that did not stop
+    indexing, e.g. ``unsafe_sop_uid`` (the instance is kept but its UID is
+    never used as a name) or ``no_file_meta``.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str = ""
+    series_uid: str = ""
+    frame_of_reference_uid: str = ""
+    patient_id: str = ""
+    modality: str = ""
+    label: str = ""
+    dose_summation_type: str = ""
+    series_description: str = ""
+    instance_number: int | None = None
+    plan_intent: str = ""
+    transfer_syntax: str = ""
+    flags: list[str] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+
+    @property
+    def uid_is_safe(self) -> bool:
+        return is_safe_uid(self.sop_instance_uid)
+
+
+class RejectKind(StrEnum):
+    """Why a file is not an indexable DICOM instance."""
+
+    NOT_DICOM = "not_dicom"  # text, random bytes, empty file
+    TRUNCATED = "truncated"  # parsing did not end at the file size
+    NO_IDENTITY = "no_identity"  # no valid SOP Class / SOP Instance UID
+    DICOMDIR = "dicomdir"  # media directory, not an instance
+    TOO_LARGE = "too_large"  # deflate bomb or declared lengths beyond limits
+    TOO_DEEP = "too_deep"  # sequence nesting beyond limits (RecursionError)
+    OUT_OF_MEMORY = "out_of_memory"
+    UNREADABLE = "unreadable"  # OSError: permission, I/O error, vanished
+    NOT_REGULAR = "not_regular"  # FIFO, socket, device, symlink
+    MALFORMED = "malformed"  # any other parse failure
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A file that was looked at and not indexed, with a reason for humans."""
+
+    kind: RejectKind
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.reason}"
+
+
+ParseResult = Instance | Rejection
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What the scan saw of a source file; the skip key is (size, mtime_ns, inode)."""
+
+    path: str  # absolute, os.fsdecode'd (surrogateescape for non-UTF-8 names)
+    size: int
+    mtime_ns: int
+    inode: int
+    dev: int
+    uid: int
+    gid: int
+    mode: int
+
+    @property
+    def skip_key(self) -> tuple[int, int, int]:
+        return (self.size, self.mtime_ns, self.inode)
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """A parsed (or rejected) file together with the stat it was parsed under."""
+
+    stat: FileStat
+    result: ParseResult

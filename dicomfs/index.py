@@ -631,7 +631,7 @@ class IndexWriter(IndexReader):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for path in removed:
-                    stats.removed += self._remove(os.fsencode(path))
+                    stats.removed += self._remove(os.fsencode(path), digest)
                 for item in results:
                     self._store(item, digest, stats)
                 conn.execute("COMMIT")
@@ -640,7 +640,7 @@ class IndexWriter(IndexReader):
                 raise
         return stats
 
-    def _remove(self, raw_path: bytes) -> int:
+    def _remove(self, raw_path: bytes, digest: DigestFunction | None) -> int:
         conn = self._conn
         row = conn.execute("SELECT id FROM files WHERE path = ?", (raw_path,)).fetchone()
         if row is None:
@@ -651,10 +651,10 @@ class IndexWriter(IndexReader):
         ).fetchone()
         conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
         if served is not None:
-            self._promote(served[0])
+            self._promote(served[0], digest)
         return 1
 
-    def _promote(self, sop_uid: str) -> None:
+    def _promote(self, sop_uid: str, digest: DigestFunction | None) -> None:
         """After the serving copy left, the oldest remaining copy serves the UID."""
         conn = self._conn
         row = conn.execute(
@@ -662,10 +662,16 @@ class IndexWriter(IndexReader):
         ).fetchone()
         if row is None or row[0] is None:
             return
-        conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (row[0],))
-        # The promoted copy's own conflict record no longer describes anything.
-        conn.execute("DELETE FROM conflicts WHERE other_file_id = ?", (row[0],))
-        conn.execute("UPDATE conflicts SET kept_file_id = ? WHERE sop_uid = ?", (row[0], sop_uid))
+        promoted = row[0]
+        conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (promoted,))
+        # Remaining copies are compared with the promoted one, not the one that left.
+        conn.execute("DELETE FROM conflicts WHERE sop_uid = ?", (sop_uid,))
+        others = conn.execute(
+            "SELECT file_id FROM instances WHERE sop_uid = ? AND file_id != ? ORDER BY file_id",
+            (sop_uid, promoted),
+        ).fetchall()
+        for (other_id,) in others:
+            self._record_duplicate(sop_uid, promoted, other_id, digest, ApplyStats())
 
     def _store(self, item: FileResult, digest: DigestFunction | None, stats: ApplyStats) -> None:
         conn = self._conn
@@ -712,12 +718,12 @@ class IndexWriter(IndexReader):
         if not isinstance(result, Instance):
             stats.rejected += 1
             if previously_served is not None:
-                self._promote(previously_served)
+                self._promote(previously_served, digest)
             return
         stats.indexed += 1
         self._insert_instance(file_id, result)
         if previously_served is not None and previously_served != result.sop_instance_uid:
-            self._promote(previously_served)
+            self._promote(previously_served, digest)
         self._settle_serving(file_id, st.path, result.sop_instance_uid, digest, stats)
 
     def _insert_instance(self, file_id: int, inst: Instance) -> None:
@@ -775,37 +781,58 @@ class IndexWriter(IndexReader):
         digest: DigestFunction | None,
         stats: ApplyStats,
     ) -> None:
-        """Decide whether the new row serves its UID; record a duplicate if not."""
+        """Decide whether the new row serves its UID and record every duplicate."""
         conn = self._conn
         current = conn.execute(
-            "SELECT i.file_id, f.path, f.digest FROM instances i JOIN files f ON f.id = i.file_id "
-            "WHERE i.sop_uid = ? AND i.serving = 1",
-            (sop_uid,),
+            "SELECT file_id FROM instances WHERE sop_uid = ? AND serving = 1", (sop_uid,)
         ).fetchone()
-        if current is None:
-            conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (file_id,))
+        if current is not None:
+            # The copy that got the UID first keeps it, whatever its file id.
+            self._record_duplicate(sop_uid, current[0], file_id, digest, stats)
             return
-        # The copy that got the UID first keeps it, whatever its file id.
-        kept_id, kept_raw_path, kept_digest = current
-        kept_path = _decode_path(kept_raw_path)
-        if kept_digest is None and digest is not None:
-            kept_digest = digest(kept_path)
-            if kept_digest is not None:
-                conn.execute("UPDATE files SET digest = ? WHERE id = ?", (kept_digest, kept_id))
-        new_digest = digest(path) if digest is not None else None
-        if new_digest is not None:
-            conn.execute("UPDATE files SET digest = ? WHERE id = ?", (new_digest, file_id))
-        if new_digest is not None and new_digest == kept_digest:
+        conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (file_id,))
+        # A rewrite in place of the serving copy: older copies are compared anew.
+        others = conn.execute(
+            "SELECT file_id FROM instances WHERE sop_uid = ? AND file_id != ? ORDER BY file_id",
+            (sop_uid, file_id),
+        ).fetchall()
+        for (other_id,) in others:
+            self._record_duplicate(sop_uid, file_id, other_id, digest, stats)
+
+    def _digest_of(self, file_id: int, digest: DigestFunction | None) -> str | None:
+        """The stored digest, computed and stored on first need."""
+        raw_path, stored = self._conn.execute(
+            "SELECT path, digest FROM files WHERE id = ?", (file_id,)
+        ).fetchone()
+        if stored is not None or digest is None:
+            return str(stored) if stored is not None else None
+        value = digest(_decode_path(raw_path))
+        if value is not None:
+            self._conn.execute("UPDATE files SET digest = ? WHERE id = ?", (value, file_id))
+        return value
+
+    def _record_duplicate(
+        self,
+        sop_uid: str,
+        kept_id: int,
+        other_id: int,
+        digest: DigestFunction | None,
+        stats: ApplyStats,
+    ) -> None:
+        kept_digest = self._digest_of(kept_id, digest)
+        other_digest = self._digest_of(other_id, digest)
+        if other_digest is not None and other_digest == kept_digest:
             kind, detail = "benign", "identical bytes"
             stats.benign_duplicates += 1
         else:
             kind = "conflict"
             detail = "different bytes; the first indexed copy keeps serving the UID"
             stats.conflicts += 1
-        conn.execute(
+        self._conn.execute("DELETE FROM conflicts WHERE other_file_id = ?", (other_id,))
+        self._conn.execute(
             "INSERT INTO conflicts(sop_uid, kept_file_id, other_file_id, kind, detail, seen_at) "
             "VALUES (?,?,?,?,?,?)",
-            (sop_uid, kept_id, file_id, kind, detail, time.time()),
+            (sop_uid, kept_id, other_id, kind, detail, time.time()),
         )
 
     def checkpoint(self) -> None:

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Install what dicomfs needs on Debian 12, idempotently:
+#  - system packages: fuse3 + libfuse3-3 (the mount), python3-venv (the venv),
+#    and with --test: dcmtk (dcmdump/storescu in tests), systemd (systemd-analyze),
+#    procps/util-linux (kill, runuser), passwd (useradd for the permission tests);
+#  - a virtual environment in .venv with dicomfs installed in editable mode
+#    (with --test: pytest, hypothesis, ruff, mypy).
+# Re-running does nothing when everything is present.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+with_test=0
+[ "${1:-}" = "--test" ] && with_test=1
+
+packages=(fuse3 libfuse3-3 python3-venv ca-certificates)
+[ $with_test = 1 ] && packages+=(dcmtk systemd procps util-linux passwd)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing system packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=""
+for candidate in python3.11 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 &&
+     "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    python="$candidate"; break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "setup: dicomfs needs Python 3.11 or newer (Debian 12: apt-get install python3)" >&2
+  exit 1
+fi
+
+venv="$here/.venv"
+stamp="$venv/.dicomfs-installed"
+hash="$(sha256sum "$here/pyproject.toml" | cut -c1-16)"
+# The stamp records the pyproject it installed and whether test tools came too.
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ]; then
+  have="$(cat "$stamp")"
+  if [ "$have" = "$hash-1" ] || { [ $with_test = 0 ] && [ "$have" = "$hash-0" ]; }; then
+    exit 0
+  fi
+fi
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+if [ $with_test = 1 ]; then
+  "$venv/bin/python" -m pip install -q -e "$here[test]"
+else
+  "$venv/bin/python" -m pip install -q -e "$here"
+fi
+echo "$hash-$with_test" > "$stamp"
+echo "setup: dicomfs installed in $venv" >&2

@@ -1,0 +1,207 @@
+"""The SQLite index on its own: real SQLite files, records built by hand.
+
+The parser is tested elsewhere; here the subject is storage: the duplicate
+rule, promotion, removal, schema checks, file modes and concurrency.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from dicomfs.errors import IndexCorruptError, IndexUnavailableError
+from dicomfs.index import SCHEMA_VERSION, IndexReader, IndexWriter
+from dicomfs.records import (
+    Edge,
+    FileResult,
+    FileStat,
+    Instance,
+    Level,
+    RejectKind,
+    Rejection,
+    Role,
+)
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
+
+
+def make_file(tmp_path: Path, name: str, content: bytes) -> FileStat:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    st = os.stat(path)
+    return FileStat(
+        path=str(path),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        inode=st.st_ino,
+        dev=st.st_dev,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        mode=stat.S_IMODE(st.st_mode),
+    )
+
+
+def digest(path: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def ct(uid: str, series: str = "1.2.3.4", **kw: str) -> Instance:
+    return Instance(sop_class_uid=CT, sop_instance_uid=uid, series_uid=series, modality="CT", **kw)
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> IndexWriter:
+    return IndexWriter(tmp_path / "idx" / "index.sqlite")
+
+
+def test_index_file_is_private_and_in_wal_mode(writer: IndexWriter) -> None:
+    assert stat.S_IMODE(os.stat(writer.path).st_mode) == 0o600
+    mode = sqlite3.connect(writer.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    assert writer.meta("schema_version") == str(SCHEMA_VERSION)
+
+
+def test_first_copy_serves_and_identical_copy_is_benign(
+    tmp_path: Path, writer: IndexWriter
+) -> None:
+    a = make_file(tmp_path, "a/one.dcm", b"same bytes")
+    b = make_file(tmp_path, "b/one.dcm", b"same bytes")
+    stats = writer.apply([FileResult(a, ct("1.2.1")), FileResult(b, ct("1.2.1"))], digest=digest)
+    assert (stats.indexed, stats.benign_duplicates, stats.conflicts) == (2, 1, 0)
+    served = writer.instance("1.2.1")
+    assert served is not None and served.file.path == a.path
+    [conflict] = writer.conflicts()
+    assert (conflict.kind, conflict.kept_path, conflict.other_path) == ("benign", a.path, b.path)
+
+
+def test_different_bytes_are_a_conflict_and_never_swap(tmp_path: Path, writer: IndexWriter) -> None:
+    a = make_file(tmp_path, "a.dcm", b"first")
+    b = make_file(tmp_path, "b.dcm", b"second, different")
+    writer.apply([FileResult(a, ct("1.2.1", series="1.5"))], digest=digest)
+    stats = writer.apply([FileResult(b, ct("1.2.1", series="1.6"))], digest=digest)
+    assert stats.conflicts == 1
+    served = writer.instance("1.2.1")
+    assert served is not None and served.file.path == a.path and served.series_uid == "1.5"
+    assert writer.status().conflicts == 1
+    # The serving copy goes away: the other copy is promoted, the conflict is settled.
+    writer.apply([], removed=[a.path])
+    served = writer.instance("1.2.1")
+    assert served is not None and served.file.path == b.path
+    assert writer.conflicts() == []
+
+
+def test_rewrite_in_place_keeps_serving(tmp_path: Path, writer: IndexWriter) -> None:
+    a = make_file(tmp_path, "a.dcm", b"v1")
+    b = make_file(tmp_path, "b.dcm", b"v1")
+    writer.apply([FileResult(a, ct("1.2.1")), FileResult(b, ct("1.2.1"))], digest=digest)
+    a2 = make_file(tmp_path, "a.dcm", b"v2 longer")
+    writer.apply([FileResult(a2, ct("1.2.1"))], digest=digest)
+    served = writer.instance("1.2.1")
+    assert served is not None and served.file.path == a.path and served.file.size == a2.size
+    [conflict] = writer.conflicts()
+    assert conflict.kind == "conflict" and conflict.kept_path == a.path
+
+
+def test_file_turning_into_garbage_releases_its_uid(tmp_path: Path, writer: IndexWriter) -> None:
+    a = make_file(tmp_path, "a.dcm", b"x")
+    writer.apply([FileResult(a, ct("1.2.1"))])
+    writer.apply([FileResult(a, Rejection(RejectKind.TRUNCATED, "ended at 10 of 20 bytes"))])
+    assert writer.instance("1.2.1") is None
+    [row] = writer.rejected()
+    assert (row.path, row.kind) == (a.path, "truncated")
+    assert writer.status().rejected_files == 1
+
+
+def test_edges_forward_and_reverse_follow_the_serving_copy(
+    tmp_path: Path, writer: IndexWriter
+) -> None:
+    plan = Instance(
+        sop_class_uid=PLAN,
+        sop_instance_uid="1.9.1",
+        modality="RTPLAN",
+        edges=[
+            Edge("1.9.2", Level.INSTANCE, Role.STRUCTURE_SET, "ReferencedStructureSetSequence[0]"),
+            Edge(
+                "1.9.3",
+                Level.INSTANCE,
+                Role.DOSE,
+                "ReferencedDoseSequence[0]",
+                qualifiers=(("beam", "1"),),
+            ),
+        ],
+    )
+    p = make_file(tmp_path, "plan.dcm", b"plan")
+    writer.apply([FileResult(p, plan)])
+    fwd = writer.forward_edges("1.9.1")
+    assert [(r.edge.target_uid, r.edge.role) for r in fwd] == [
+        ("1.9.2", Role.STRUCTURE_SET),
+        ("1.9.3", Role.DOSE),
+    ]
+    assert fwd[1].edge.qualifier("beam") == "1"
+    assert [r.src_uid for r in writer.reverse_edges("1.9.3")] == ["1.9.1"]
+    writer.apply([], removed=[p.path])
+    assert writer.reverse_edges("1.9.3") == [] and writer.forward_edges("1.9.1") == []
+
+
+def test_reader_is_read_only_and_one_per_thread(tmp_path: Path, writer: IndexWriter) -> None:
+    files = [
+        FileResult(make_file(tmp_path, f"f{i}.dcm", b"%d" % i), ct(f"1.3.{i}")) for i in range(50)
+    ]
+    writer.apply(files)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            reader = IndexReader(writer.path)
+            for _ in range(20):
+                assert len(reader.series_instances("1.2.3.4")) == 50
+            with pytest.raises(sqlite3.OperationalError):
+                reader._conn.execute("DELETE FROM files")
+            reader.close()
+        except BaseException as exc:  # collected and re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    # The writer keeps writing while readers read (WAL).
+    writer.apply([FileResult(make_file(tmp_path, "late.dcm", b"late"), ct("1.3.99", series="9"))])
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_missing_index_and_foreign_file_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(IndexUnavailableError, match="dicomfs index"):
+        IndexReader(tmp_path / "nope.sqlite")
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE x (y)").connection.commit()
+    with pytest.raises(IndexCorruptError):
+        IndexReader(other)
+    with pytest.raises(IndexCorruptError):
+        IndexWriter(other)
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(IndexCorruptError):
+        IndexReader(garbage)
+
+
+def test_non_utf8_paths_round_trip(tmp_path: Path, writer: IndexWriter) -> None:
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.dcm")
+    with open(raw, "wb") as handle:
+        handle.write(b"x")
+    st = os.stat(raw)
+    fs = FileStat(os.fsdecode(raw), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, 0, 0, 0o644)
+    writer.apply([FileResult(fs, ct("1.4.1"))])
+    served = writer.instance("1.4.1")
+    assert served is not None and os.fsencode(served.file.path) == raw
+    assert os.fsdecode(raw) in writer.file_keys()

@@ -54,6 +54,8 @@ EXPANDED_CLASSES = frozenset({STRUCTURE_SET_CLASS, DOSE_CLASS}) | SEGMENTATION_C
 
 # Edges listed as related but never followed (dicom-references.md 3.2).
 NOT_FOLLOWED_ROLES = frozenset({Role.PREDECESSOR})
+# Plans that legitimately have no patient model (PS3.3 C.8.8.9 PlanIntent).
+QA_PLAN_INTENTS = frozenset({"VERIFICATION", "MACHINE_QA"})
 LEAF_LEVELS = frozenset({Level.STUDY, Level.FRAME_OF_REFERENCE})
 MAX_MEMBERS = 20_000
 
@@ -209,6 +211,33 @@ class _Builder:
                 self.package.references,
             )
 
+    def note_absent_structure_set(self) -> None:
+        """A treatment plan that names no structure set still needs one.
+
+        Real exports omit the reference (the Pinnacle sample in
+        shared/testdata says TREATMENT_DEVICE yet was planned on a patient),
+        so unless the plan is a QA/verification plan the package reports a
+        study-level missing structure set: the user knows what to retrieve
+        and from which study.
+        """
+        root = self.package.root
+        if root.plan_intent in QA_PLAN_INTENTS:
+            return
+        if any(
+            row.edge.role is Role.STRUCTURE_SET for row in self.reader.forward_edges(root.sop_uid)
+        ):
+            return
+        self.package.missing.append(
+            MissingRef(
+                level=Level.STUDY,
+                uid=root.study_uid,
+                expected=Role.STRUCTURE_SET.value,
+                referenced_by=root.sop_uid,
+                attribute="ReferencedStructureSetSequence (absent)",
+                study_uid=root.study_uid,
+            )
+        )
+
     def reverse_hop(self, *, into_references: bool) -> list[InstanceRow]:
         """One hop of reverse references to the root; returns the referencing objects."""
         root = self.package.root
@@ -333,6 +362,7 @@ def package(reader: IndexReader, uid: str) -> Package:
     builder.expand_forward(root)
     hits = builder.reverse_hop(into_references=root.is_plan)
     if root.is_plan:
+        builder.note_absent_structure_set()
         builder.second_hops(hits)
         builder.registrations()
         builder.candidates_by_frame()

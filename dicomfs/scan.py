@@ -106,7 +106,7 @@ class Walk:
 
 
 def walk(root: str, walk_result: Walk | None = None) -> Walk:
-    """Regular files under ``root`` in sorted order (deterministic "first copy")."""
+    """Regular files under ``root``, in sorted order."""
     result = walk_result if walk_result is not None else Walk()
     stack = [root]
     while stack:
@@ -197,7 +197,11 @@ def reconcile(
 
     known = {p: k for p, k in writer.file_keys().items() if is_under(p, root_list)}
     present = {st.path for st in seen.files}
-    to_parse = [st.path for st in seen.files if known.get(st.path) != st.skip_key]
+    # Oldest first: when two files claim one SOP UID, the copy that arrived
+    # first serves it, as it would have if the daemon had been watching.
+    changed = [st for st in seen.files if known.get(st.path) != st.skip_key]
+    changed.sort(key=lambda st: (st.mtime_ns, st.path))
+    to_parse = [st.path for st in changed]
     report.skipped = report.seen - len(to_parse)
 
     gone = [p for p in known if p not in present and not is_under(p, seen.unreadable_dirs)]

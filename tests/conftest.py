@@ -1,0 +1,78 @@
+"""Shared fixtures: real data sets on disk and indexes built from them by the real scanner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicomfs.index import IndexReader, IndexWriter
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "real"
+
+
+def real_data_dir() -> Path:
+    """The shared real RT exports; CI lays shared/ beside the clone."""
+    candidates = [
+        Path(os.environ["DICOMFS_REAL_DATA"]) if "DICOMFS_REAL_DATA" in os.environ else None,
+        REAL_DATA,
+        Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "real",
+    ]
+    for candidate in candidates:
+        if candidate is not None and candidate.is_dir():
+            return candidate
+    raise RuntimeError("shared/testdata/real not found beside the repository")
+
+
+@pytest.fixture(scope="session")
+def demo_set(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from dicomfs.demo import write_demo
+
+    return write_demo(tmp_path_factory.mktemp("demo"), patients=2, hostile=True)
+
+
+@pytest.fixture(scope="session")
+def demo_index(demo_set, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    from dicomfs.scan import reconcile
+
+    path = tmp_path_factory.mktemp("demo-index") / "index.sqlite"
+    writer = IndexWriter(path)
+    reconcile(writer, [demo_set.root], workers=2)
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the real exports (tests may not write into shared/)."""
+    dest = tmp_path_factory.mktemp("real") / "real"
+    shutil.copytree(real_data_dir(), dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def real_index(real_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from dicomfs.scan import reconcile
+
+    path = tmp_path_factory.mktemp("real-index") / "index.sqlite"
+    writer = IndexWriter(path)
+    reconcile(writer, [real_copy], workers=1)
+    writer.close()
+    return path
+
+
+@pytest.fixture
+def demo_reader(demo_index: Path) -> Iterator[IndexReader]:
+    reader = IndexReader(demo_index)
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def real_reader(real_index: Path) -> Iterator[IndexReader]:
+    reader = IndexReader(real_index)
+    yield reader
+    reader.close()

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, drop_caches, machine_line, run_child, table, write_section  # noqa: E402
+from common import ROOT, drop_caches, machine_line, run_child, table, write_section
 
 BASELINE = """
 import os, time
@@ -125,7 +125,8 @@ def main() -> None:
              f"{r['index_1']['peak_rss_mb']:.0f}"],
             [label, "dicomfs index, all cores", f"{both:,.0f}", f"{both / base:.2f} "
              f"({both / one:.2f}x 1 worker)",
-             f"{r['index_all']['peak_rss_mb']:.0f} + workers {r['index_all']['peak_rss_children_mb']:.0f}"],
+             f"{r['index_all']['peak_rss_mb']:.0f} + workers "
+             f"{r['index_all']['peak_rss_children_mb']:.0f}"],
             [label, "dicomfs index, unchanged re-run", f"{rerun:,.0f}", f"{rerun / base:.1f}",
              f"{r['rerun']['peak_rss_mb']:.0f}"],
         ]  # fmt: skip
@@ -154,8 +155,9 @@ def main() -> None:
             f"{(args.rows * args.rows * 2) / 1e6:.1f} MB each) plus one synthetic RT patient. "
             f"Machine: {machine_line()}.",
             "",
-            f"Command: `.venv/bin/python bench/index_bench.py --files {args.files} --rows {args.rows}"
-            f" --memory-files {args.memory_files}` (as root so cold runs can drop the page cache).",
+            "Command: `.venv/bin/python bench/index_bench.py "
+            f"--files {args.files} --rows {args.rows} --memory-files {args.memory_files}` "
+            "(as root so cold runs can drop the page cache).",
             "",
             table(["cache", "what", "files/s", "vs baseline", "peak RSS MB"], rows),
             "",

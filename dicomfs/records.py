@@ -30,7 +30,7 @@ def is_safe_uid(uid: str) -> bool:
     The grammar excludes ``/``, NUL, ``.`` and ``..`` by construction, so a
     name built from a safe UID can never leave its folder (reliability.md C1).
     """
-    return 0 < len(uid) <= UID_MAX_LENGTH and UID_PATTERN.match(uid) is not None
+    return 0 < len(uid) <= UID_MAX_LENGTH and UID_PATTERN.fullmatch(uid) is not None
 
 
 class Level(StrEnum):

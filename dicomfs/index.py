@@ -166,6 +166,18 @@ class InstanceRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ListingRow:
+    """What a folder listing of the mount needs: no JSON or display columns per row."""
+
+    sop_uid: str
+    modality: str
+    study_uid: str
+    series_uid: str
+    uid_safe: bool
+    file: FileRow
+
+
+@dataclass(frozen=True, slots=True)
 class EdgeRow:
     """A stored edge together with the SOP UID of the object that holds it."""
 
@@ -452,6 +464,24 @@ class IndexReader:
         return bool(
             self._all(f"SELECT 1 FROM instances WHERE serving = 1 AND {sql} LIMIT 1", params)
         )
+
+    def listing(self, series_uid: str | None = None) -> list[ListingRow]:
+        """Serving instances of one series (or all), with only what ``ls -l`` shows.
+
+        The mount lists folders of thousands of files within a few times the
+        cost of listing the source folder; building full InstanceRows (JSON
+        per row) would take most of that budget.
+        """
+        where, params = ("", ()) if series_uid is None else ("AND i.series_uid = ?", (series_uid,))
+        return [
+            ListingRow(row[0], row[1], row[2], row[3], bool(row[4]), _file_row(row, 5))
+            for row in self._all(
+                "SELECT i.sop_uid, i.modality, i.study_uid, i.series_uid, i.uid_safe, "
+                f"{_FILE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
+                f"WHERE i.serving = 1 {where} ORDER BY i.sop_uid",
+                params,
+            )
+        ]
 
     # -- edges -----------------------------------------------------------
 

@@ -54,6 +54,8 @@ EXPANDED_CLASSES = frozenset({STRUCTURE_SET_CLASS, DOSE_CLASS}) | SEGMENTATION_C
 
 # Edges listed as related but never followed (dicom-references.md 3.2).
 NOT_FOLLOWED_ROLES = frozenset({Role.PREDECESSOR})
+# Members whose frame of reference is the plan's anatomy.
+ANATOMY_ROLES = frozenset({Role.STRUCTURE_SET.value, Role.IMAGE.value, "series_member"})
 # Plans that legitimately have no patient model (PS3.3 C.8.8.9 PlanIntent).
 QA_PLAN_INTENTS = frozenset({"VERIFICATION", "MACHINE_QA"})
 LEAF_LEVELS = frozenset({Level.STUDY, Level.FRAME_OF_REFERENCE})
@@ -277,7 +279,12 @@ class _Builder:
     def registrations(self) -> None:
         """Registrations touching the package's frames of reference, one hop."""
         pkg = self.package
-        frames = {pkg.root.for_uid} | {m.instance.for_uid for m in pkg.references}
+        # The plan's own coordinate system and its anatomy's; related plans,
+        # doses and RT images do not widen the set (a QA plan would pull in
+        # the patient's registrations through the plan it verifies).
+        frames = {pkg.root.for_uid} | {
+            m.instance.for_uid for m in pkg.references if m.role in ANATOMY_ROLES
+        }
         for row in self.reader.forward_edges(pkg.root.sop_uid):
             if row.edge.level is Level.FRAME_OF_REFERENCE:
                 frames.add(row.edge.target_uid)

@@ -158,3 +158,15 @@ def test_pinnacle_dose_is_found_in_reverse_and_structure_set_is_missing(
     assert "ReferencedStructureSetSequence" not in plan
     missing = {(m.level, m.uid, m.expected) for m in pkg.missing}
     assert missing == {(Level.STUDY, plan.StudyInstanceUID, "structure_set")}
+
+
+def test_verification_plan_lists_the_plan_it_verifies_without_expanding_it(  # type: ignore[no-untyped-def]
+    demo_set, demo_reader
+) -> None:
+    patient = demo_set.patients[0]
+    pkg = graph.package(demo_reader, patient.verification_plan_uid)
+    [related] = [m for m in pkg.references if m.sop_uid == patient.plan_uid]
+    assert related.role == "related_plan"
+    # Not expanded: the treated plan's anatomy and registrations are not the QA plan's.
+    assert not set(patient.ct_uids) & uids(pkg.references)
+    assert pkg.registrations == []

@@ -276,6 +276,29 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return run_mount(Path(args.mountpoint), path, allow_other=args.allow_other, group=args.group)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dicomfs.config import resolve
+    from dicomfs.serve import serve
+
+    settings = resolve(
+        {
+            "sources": args.sources,
+            "mountpoint": args.mount,
+            "index": args.index,
+            "config": args.config,
+            "settle_seconds": args.settle,
+            "reconcile_interval": args.reconcile_interval,
+            "watch": args.watch,
+            "allow_other": args.allow_other,
+            "group": args.group,
+            "workers": args.workers,
+        }
+    )
+    if not args.verbose:
+        logging.getLogger().setLevel(settings.log_level)
+    return serve(settings)
+
+
 def _view(args: argparse.Namespace) -> Any:
     import time
 
@@ -401,6 +424,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_option(p)
     p.add_argument("--allow-other", action="store_true", help="let other users use the mount")
     p.add_argument("--group", metavar="NAME", help="group owning the virtual folders (mode 0750)")
+
+    p = command(
+        "serve", cmd_serve, "index, watch and mount in one process (the main job; Ctrl-C stops)"
+    )
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="folder to index and watch")
+    p.add_argument("--mount", metavar="MOUNTPOINT", help="where to mount the view")
+    _add_index_option(p)
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML settings (default: /etc/dicomfs/dicomfs.toml if present)",
+    )
+    p.add_argument(
+        "--settle", type=float, metavar="SECONDS", help="wait until a file is unchanged this long"
+    )
+    p.add_argument(
+        "--reconcile-interval", type=float, metavar="SECONDS", help="full rescan period (600)"
+    )
+    p.add_argument(
+        "--watch", choices=("inotify", "poll"), help="poll: periodic rescans only (NFS/CIFS)"
+    )
+    p.add_argument(
+        "--allow-other",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="let other users use the mount",
+    )
+    p.add_argument("--group", metavar="NAME", help="group owning the virtual folders (mode 0750)")
+    p.add_argument("--workers", type=int, help="parser processes (default: CPU count)")
 
     p = command("ls", cmd_ls, "list a path of the mount layout without mounting")
     p.add_argument("path", metavar="PATH", nargs="?", default="/")

@@ -1,0 +1,333 @@
+"""``dicomfs serve`` as a real process: index + watch + FUSE mount, crash and restart, sd_notify.
+
+In CI (CI=true) a test that cannot mount fails instead of skipping
+(fuse_helpers.require_fuse).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fuse_helpers import REPO, public_dir, require_fuse, wait_for
+from pydicom import dcmread
+
+from dicomfs.config import Settings
+from dicomfs.demo import write_ct_series
+from dicomfs.errors import ConfigError
+from dicomfs.index import IndexReader, IndexWriter
+from dicomfs.notify import Notifier
+from dicomfs.serve import LiveIndex, serve
+
+DEADLINE = 30.0
+
+
+def sop_uid(path: Path) -> str:
+    return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def mount_state(path: Path) -> str:
+    """'mounted', 'stale' (daemon gone: ENOTCONN), 'plain' or 'absent'.
+
+    Listing forces a request to the daemon (a plain stat may be answered from
+    the kernel's attribute cache for a while after the daemon died); it runs
+    in a child with a timeout, since a mount whose connection an orphan still
+    holds would hang the caller instead of failing.
+    """
+    try:
+        done = subprocess.run(["ls", "-a", str(path)], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{path} hangs: something still holds its FUSE connection") from None
+    if done.returncode != 0:
+        if "Transport endpoint is not connected" in done.stderr:
+            return "stale"
+        if "No such file or directory" in done.stderr:
+            return "absent"
+        raise AssertionError(f"ls {path}: {done.stderr.strip()}")
+    return "mounted" if os.path.ismount(path) else "plain"
+
+
+class Serve:
+    """One ``dicomfs serve`` process in its own session (so leftovers can be found)."""
+
+    def __init__(
+        self, src: Path, mnt: Path, index: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.mnt = mnt
+        self.args = [
+            sys.executable, "-m", "dicomfs.cli", "serve", str(src),
+            "--mount", str(mnt), "--index", str(index), "--settle", "0.1", "--workers", "2",
+        ]  # fmt: skip
+        self.env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+        self.env.pop("NOTIFY_SOCKET", None) if env is None else None
+        # Beside the index, so the test's folder takes it away.
+        self.log_path = Path(tempfile.mkstemp(prefix="serve-", suffix=".log", dir=index.parent)[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def start(self, wait_mounted: bool = True) -> Serve:
+        require_fuse()
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, stdout=log, stderr=log, env=self.env, cwd="/", start_new_session=True
+            )
+        if wait_mounted:
+            try:
+                self._wait_mounted()
+            except BaseException:
+                self.cleanup()
+                raise
+        return self
+
+    def _wait_mounted(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + DEADLINE
+        while mount_state(self.mnt) != "mounted":
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"serve did not mount (exit {self.proc.poll()}); log:\n{self.log()}")
+            time.sleep(0.02)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(DEADLINE)
+        except subprocess.TimeoutExpired:
+            self.cleanup()
+            raise AssertionError(f"serve ignored SIGTERM; log:\n{self.log()}") from None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(DEADLINE)
+
+    def leftovers(self) -> list[int]:
+        """Processes still in this serve's session (parse workers, forkserver)."""
+        assert self.proc is not None
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.getsid(int(entry)) == self.proc.pid:
+                        found.append(int(entry))
+        return found
+
+    def cleanup(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(DEADLINE)
+            for pid in self.leftovers():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        if mount_state(self.mnt) in ("mounted", "stale"):
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def ct_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return write_ct_series(tmp_path_factory.mktemp("ct"), 400, rows=64, seed=3)
+
+
+@pytest.fixture
+def dirs() -> Iterator[tuple[Path, Path, Path]]:
+    base = public_dir("dicomfs-serve-")
+    src, mnt = base / "src", base / "mnt"
+    src.mkdir()
+    mnt.mkdir()
+    yield src, mnt, base / "index.sqlite"
+    if mount_state(mnt) in ("mounted", "stale"):
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.fuse
+@pytest.mark.watch
+def test_copied_file_appears_in_the_mount_and_sigterm_unmounts(
+    dirs: tuple[Path, Path, Path], ct_files: list[Path]
+) -> None:
+    src, mnt, index = dirs
+    mnt.rmdir()  # the quick start creates a missing mountpoint
+    serve = Serve(src, mnt, index).start()
+    try:
+        shutil.copy(ct_files[0], src / "incoming.dcm")
+        served = mnt / "by-sop" / f"{sop_uid(ct_files[0])}.dcm"
+        wait_for(served.exists, DEADLINE, f"{served} in the mount")
+        assert served.read_bytes() == ct_files[0].read_bytes()
+        assert serve.terminate() == 0
+        assert mount_state(mnt) == "plain"
+        assert "unmounted" in serve.log()
+    finally:
+        serve.cleanup()
+
+
+@pytest.mark.fuse
+@pytest.mark.watch
+def test_kill9_mid_burst_then_restart(dirs: tuple[Path, Path, Path], ct_files: list[Path]) -> None:
+    src, mnt, index = dirs
+    serve = Serve(src, mnt, index).start()
+    copying = threading.Thread(
+        target=lambda: [shutil.copy(p, src / p.name) for p in ct_files], name="copier"
+    )
+    try:
+        copying.start()
+        reader = IndexReader(index)
+        wait_for(lambda: reader.status().instances >= 50, DEADLINE, "the burst to be half-way")
+        reader.close()
+        serve.kill9()
+        copying.join()
+        # No orphan may keep the FUSE connection: the mount must say ENOTCONN, not hang.
+        assert mount_state(mnt) == "stale"
+        reader = IndexReader(index)
+        assert reader.quick_check() == "ok"
+        assert reader.status().instances < len(ct_files)
+        reader.close()
+
+        restarted = Serve(src, mnt, index).start()  # clears the stale mount itself
+        try:
+            reader = IndexReader(index)
+            wait_for(
+                lambda: reader.status().instances == len(ct_files), DEADLINE, "all files indexed"
+            )
+            assert reader.status().files == len(ct_files)  # each file once
+            listed = sorted(os.listdir(mnt / "by-sop"))
+            assert listed == sorted(f"{sop_uid(p)}.dcm" for p in ct_files)
+            reader.close()
+            assert restarted.terminate() == 0
+        finally:
+            restarted.cleanup()
+    finally:
+        serve.cleanup()
+
+
+@pytest.mark.fuse
+@pytest.mark.watch
+def test_sd_notify_ready_only_when_mounted_and_watchdog_pings(
+    dirs: tuple[Path, Path, Path],
+) -> None:
+    src, mnt, index = dirs
+    sock_path = index.parent / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(DEADLINE)
+    serve = Serve(src, mnt, index, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"})
+    try:
+        serve.start(wait_mounted=False)
+        messages: list[str] = []
+        mounted_at_ready = None
+
+        def seen(prefix: str) -> int:
+            return sum(m.startswith(prefix) for m in messages)
+
+        while not (seen("READY=1") and seen("WATCHDOG=1") >= 2 and seen("STATUS=")):
+            message = sock.recv(4096).decode()
+            if message.startswith("READY=1"):
+                mounted_at_ready = mount_state(mnt)
+            messages.append(message)
+        assert mounted_at_ready == "mounted", messages
+        assert seen("READY=1") == 1
+        assert any("instances" in m for m in messages if m.startswith("STATUS="))
+        assert serve.terminate() == 0
+        sock.settimeout(5)
+        tail = []
+        with contextlib.suppress(TimeoutError):
+            while not any("STOPPING=1" in m for m in tail):
+                tail.append(sock.recv(4096).decode())
+        assert any("STOPPING=1" in m for m in tail)
+    finally:
+        sock.close()
+        serve.cleanup()
+
+
+# -- without FUSE -------------------------------------------------------------------
+
+
+def receiver(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(DEADLINE)
+    return sock
+
+
+def test_notifier_speaks_sd_notify(tmp_path: Path) -> None:
+    sock = receiver(tmp_path / "n.sock")
+    try:
+        notifier = Notifier(
+            {"NOTIFY_SOCKET": str(tmp_path / "n.sock"), "WATCHDOG_USEC": "30000000"}
+        )
+        assert notifier.enabled and notifier.watchdog_interval == 15.0
+        assert notifier.ready("mounted")
+        assert sock.recv(100) == b"READY=1\nSTATUS=mounted"
+        assert notifier.status("two\nlines") and sock.recv(100) == b"STATUS=two"
+        assert notifier.watchdog() and sock.recv(100) == b"WATCHDOG=1"
+    finally:
+        sock.close()
+
+
+def test_notifier_abstract_socket_and_disabled_cases(tmp_path: Path) -> None:
+    name = f"dicomfs-test-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(DEADLINE)
+    try:
+        assert Notifier({"NOTIFY_SOCKET": "@" + name}).stopping()
+        assert sock.recv(100) == b"STOPPING=1"
+    finally:
+        sock.close()
+    assert not Notifier({}).enabled and Notifier({}).ready() is False
+    other_pid = {"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}
+    assert Notifier(other_pid).watchdog_interval is None  # pings are for another process
+    assert Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")}).ready() is False  # logged
+
+
+@pytest.mark.watch
+def test_watchdog_pings_stop_when_the_writer_dies(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    sock = receiver(tmp_path / "n.sock")
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "n.sock"), "WATCHDOG_USEC": "100000"})
+    writer = IndexWriter(tmp_path / "i.sqlite")
+    live = LiveIndex(
+        Settings(sources=(src,), index=tmp_path / "i.sqlite"), writer, notifier=notifier
+    )
+    try:
+        live.start()
+        pings = 0
+        while pings < 3:
+            pings += sock.recv(4096) == b"WATCHDOG=1"
+        live.ingest.stop()  # the writer thread is gone: systemd must restart us
+        assert not live.healthy()
+        sock.settimeout(0.05)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                sock.recv(4096)  # drain what was sent before the stop was noticed
+        sock.settimeout(0.5)  # ten ping intervals
+        late = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                late.append(sock.recv(4096))
+        assert b"WATCHDOG=1" not in late
+    finally:
+        live.stop()
+        writer.close()
+        sock.close()
+
+
+def test_serve_needs_sources_and_mountpoint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no source folder"):
+        serve(Settings(mountpoint=tmp_path, index=tmp_path / "i.sqlite"))
+    with pytest.raises(ConfigError, match="no mountpoint"):
+        serve(Settings(sources=(tmp_path,), index=tmp_path / "i.sqlite"))

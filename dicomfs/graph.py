@@ -9,7 +9,7 @@ section 3.3:
    reference resolves to that instance; a series reference without an
    instance list resolves to every indexed instance of the series; series,
    study and frame-of-reference nodes are leaves;
-3. exactly one hop of reverse references to the plan (doses, RT images,
+3. the plan itself, and exactly one hop of reverse references to the plan (doses, RT images,
    records, other plans), plus the two allowed second hops (RECORD doses
    that name those records, verification images the records name) and the
    forward needs of the doses (DVH structure set, registrations).
@@ -366,6 +366,10 @@ def package(reader: IndexReader, uid: str) -> Package:
     """The graph view of ``uid``: the full plan package for a plan, else forward closure."""
     root = resolve(reader, uid)
     builder = _Builder(reader, root)
+    if root.is_plan:
+        # The package holds the plan too (dicom-references.md 3.3: N = {P}), so
+        # a planning system pointed at references/ imports a complete set.
+        builder.package.references.append(Member(root, "plan", "", root.sop_uid, "self"))
     builder.expand_forward(root)
     hits = builder.reverse_hop(into_references=root.is_plan)
     if root.is_plan:

@@ -89,8 +89,8 @@ class Corpus:
 
     @property
     def package(self) -> set[str]:
-        """What plans/<plan>/references/ must hold."""
-        return {self.rs1, *self.ct, self.secret, self.dose}
+        """What plans/<plan>/references/ must hold: the plan itself and what it needs."""
+        return {self.plan, self.rs1, *self.ct, self.secret, self.dose}
 
     @property
     def safe_instances(self) -> set[str]:

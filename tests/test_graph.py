@@ -25,6 +25,7 @@ def test_demo_plan_package_is_exactly_what_the_plan_needs(demo_set, demo_reader)
     for patient in demo_set.patients:
         pkg = graph.package(demo_reader, patient.plan_uid)
         expected = {
+            patient.plan_uid,
             patient.plan_structure_set_uid,
             *patient.ct_uids,
             patient.plan_dose_uid,
@@ -37,7 +38,6 @@ def test_demo_plan_package_is_exactly_what_the_plan_needs(demo_set, demo_reader)
         assert uids(pkg.references) == expected
         # Other structure sets on the same CT series are not the plan's.
         assert not set(patient.structure_set_uids[1:]) & uids(pkg.references)
-        assert patient.plan_uid not in uids(pkg.references)
         assert uids(pkg.referenced_by) == {
             patient.plan_dose_uid,
             *patient.beam_dose_uids,

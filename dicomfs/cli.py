@@ -292,6 +292,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "allow_other": args.allow_other,
             "group": args.group,
             "workers": args.workers,
+            "scp_port": args.scp_port,
+            "ae_title": args.ae_title,
+            "scp_bind": args.scp_bind,
+            "scp_allow": args.scp_allow,
+            "scp_store": args.scp_store,
         }
     )
     if not args.verbose:
@@ -453,6 +458,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--group", metavar="NAME", help="group owning the virtual folders (mode 0750)")
     p.add_argument("--workers", type=int, help="parser processes (default: CPU count)")
+    p.add_argument("--scp-port", type=int, metavar="PORT", help="also receive C-STORE on PORT")
+    p.add_argument("--ae-title", metavar="TITLE", help="our AE title (default DICOMFS)")
+    p.add_argument("--scp-bind", metavar="ADDR", help="receiver address (default 127.0.0.1)")
+    p.add_argument(
+        "--scp-allow", action="append", metavar="AE", help="accept only these calling AE titles"
+    )
+    p.add_argument(
+        "--scp-store", metavar="DIR", help="where received objects go (default SOURCE/received)"
+    )
 
     p = command("ls", cmd_ls, "list a path of the mount layout without mounting")
     p.add_argument("path", metavar="PATH", nargs="?", default="/")
@@ -462,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("cat", cmd_cat, "print a file of the mount layout without mounting")
     p.add_argument("path", metavar="PATH")
     _add_index_option(p)
+
+    from dicomfs.net import register as register_network
+
+    register_network(sub)
     return parser
 
 

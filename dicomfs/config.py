@@ -49,6 +49,11 @@ class Settings:
     allow_other: bool = False
     group: str | None = None
     log_level: str = "INFO"
+    scp_port: int | None = None
+    ae_title: str = "DICOMFS"
+    scp_bind: str = "127.0.0.1"
+    scp_allow: tuple[str, ...] = ()
+    scp_store: Path | None = None
     config_file: Path | None = None
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
@@ -138,6 +143,21 @@ def _as_paths(value: object, base: _PathBase) -> tuple[Path, ...]:
     return tuple(_as_path(item, base) for item in items)
 
 
+def _as_ae_title(value: object) -> str:
+    """PS3.5 AE titles: 1-16 characters, no backslash or control characters."""
+    text = str(value).strip()
+    if not 0 < len(text) <= 16 or "\\" in text or not text.isprintable():
+        raise ValueError(f"{value!r} is not an AE title (1-16 printable characters)")
+    return text
+
+
+def _as_ae_titles(value: object) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError("expected a list of AE titles")
+    return tuple(_as_ae_title(item) for item in items if str(item).strip())
+
+
 _SCALARS: dict[str, Callable[[object], Any]] = {
     "settle_seconds": _as_number(float, 0.0),
     "reconcile_interval": _as_number(float, 1.0),
@@ -149,9 +169,15 @@ _SCALARS: dict[str, Callable[[object], Any]] = {
     "allow_other": _as_bool,
     "group": _as_text,
     "log_level": _as_choice(LOG_LEVELS, upper=True),
+    "scp_port": _as_number(int, 1),
+    "ae_title": _as_ae_title,
+    "scp_bind": _as_text,
+    "scp_allow": _as_ae_titles,
 }
-_PATHS = ("mountpoint", "index")
+_PATHS = ("mountpoint", "index", "scp_store")
 KEYS = ("sources", *_PATHS, *_SCALARS)
+# Tables read by other commands from the same file (``dicomfs fetch --from NAME``).
+OTHER_TABLES = ("pacs",)
 
 
 def _parse(key: str, value: object, base: _PathBase) -> Any:
@@ -173,7 +199,7 @@ def _read_file(path: Path) -> dict[str, object]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - set(KEYS))
+    unknown = sorted(set(data) - set(KEYS) - set(OTHER_TABLES))
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown key {unknown[0]!r} (known keys: {', '.join(KEYS)})"
@@ -209,7 +235,8 @@ def resolve(
     config_file = _config_path(flags, environ)
     layers: list[tuple[str, Mapping[str, object], _PathBase]] = []
     if config_file is not None:
-        layers.append(("file", _read_file(config_file), config_file.parent))
+        from_file = {k: v for k, v in _read_file(config_file).items() if k in KEYS}
+        layers.append(("file", from_file, config_file.parent))
     env_values = {
         k: environ[ENV_PREFIX + k.upper()] for k in KEYS if ENV_PREFIX + k.upper() in environ
     }

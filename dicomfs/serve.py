@@ -182,6 +182,17 @@ def _create_mountpoint(mountpoint: Path) -> None:
         log.debug("cannot create %s: %s", mountpoint, exc)
 
 
+def _receiver_store(settings: Settings) -> Path | None:
+    """Where received objects go: inside a watched source, so they get indexed."""
+    if settings.scp_port is None:
+        return None
+    from dicomfs.net.receive import check_store_in_sources
+
+    store = settings.scp_store or Path(settings.sources[0]) / "received"
+    store.mkdir(parents=True, exist_ok=True)
+    return check_store_in_sources(store, settings.sources)
+
+
 def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
     """Run until SIGTERM/SIGINT or an unmount; 0 after a clean stop."""
     from dicomfs.mount import run_mount
@@ -200,11 +211,31 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
     notifier = notifier if notifier is not None else Notifier()
     mountpoint = Path(settings.mountpoint)
     _create_mountpoint(mountpoint)
+    receiver_store = _receiver_store(settings)
     writer = IndexWriter(settings.index)
     live: LiveIndex | None = None
+    receiver = None
     try:
         live = LiveIndex(settings, writer, notifier=notifier, progress=Progress("initial scan"))
         live.start()
+        if receiver_store is not None and settings.scp_port is not None:
+            from dicomfs.net.receive import start_receiver
+
+            # Files only: the watcher sees each rename into the store and indexes it.
+            receiver = start_receiver(
+                receiver_store,
+                port=settings.scp_port,
+                ae_title=settings.ae_title,
+                bind=settings.scp_bind,
+                allowed_callers=settings.scp_allow,
+            )
+            log.info(
+                "receiving C-STORE as %s on %s:%d into %s",
+                settings.ae_title,
+                settings.scp_bind,
+                receiver.port,
+                receiver_store,
+            )
 
         def on_ready() -> None:
             notifier.ready(f"mounted at {mountpoint}; initial scan running")
@@ -218,6 +249,8 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
         )
     finally:
         notifier.stopping("stopping: finishing the current batch")
+        if receiver is not None:
+            receiver.stop()
         if live is not None:
             live.stop()
         writer.close()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what dicomfs needs on Debian 12, idempotently:
 #  - system packages: fuse3 + libfuse3-3 (the mount), python3-venv (the venv),
-#    and with --test: dcmtk (dcmdump/storescu in tests), systemd (systemd-analyze),
+#    and with --test: dcmtk (dcmdump/storescu in tests), orthanc (a real PACS peer
+#    for the fetch tests), systemd (systemd-analyze),
 #    procps/util-linux (kill, runuser), passwd (useradd for the permission tests);
 #  - a virtual environment in .venv with dicomfs installed in editable mode
 #    (with --test: pytest, hypothesis, ruff, mypy).
@@ -12,7 +13,7 @@ with_test=0
 [ "${1:-}" = "--test" ] && with_test=1
 
 packages=(fuse3 libfuse3-3 python3-venv ca-certificates)
-[ $with_test = 1 ] && packages+=(dcmtk systemd procps util-linux passwd)
+[ $with_test = 1 ] && packages+=(dcmtk orthanc systemd procps util-linux passwd)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Tests start their own Orthanc on loopback; the packaged service must not run.
+  if printf '%s\n' "${missing[@]}" | grep -qx orthanc; then
+    systemctl disable --now orthanc >/dev/null 2>&1 || true
+    pkill -x Orthanc >/dev/null 2>&1 || true
+  fi
 fi
 
 python=""

@@ -331,3 +331,44 @@ def test_serve_needs_sources_and_mountpoint(tmp_path: Path) -> None:
         serve(Settings(mountpoint=tmp_path, index=tmp_path / "i.sqlite"))
     with pytest.raises(ConfigError, match="no mountpoint"):
         serve(Settings(sources=(tmp_path,), index=tmp_path / "i.sqlite"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.fuse
+@pytest.mark.watch
+def test_serve_receives_cstore_into_the_mount(
+    dirs: tuple[Path, Path, Path], ct_files: list[Path]
+) -> None:
+    """`serve --scp-port`: dcmtk's storescu sends, the object appears in by-sop/."""
+    src, mnt, index = dirs
+    port = free_port()
+    serve = Serve(src, mnt, index)
+    serve.args += ["--scp-port", str(port), "--ae-title", "DICOMFS"]
+    serve.start()
+    try:
+        wait_for(
+            lambda: subprocess.run(
+                ["echoscu", "-aec", "DICOMFS", "127.0.0.1", str(port)], capture_output=True
+            ).returncode
+            == 0,
+            DEADLINE,
+            "the receiver to answer C-ECHO",
+        )
+        sent = subprocess.run(
+            ["storescu", "-aec", "DICOMFS", "127.0.0.1", str(port), str(ct_files[1])],
+            capture_output=True,
+            text=True,
+        )
+        assert sent.returncode == 0, sent.stderr
+        served = mnt / "by-sop" / f"{sop_uid(ct_files[1])}.dcm"
+        wait_for(served.exists, DEADLINE, f"{served} in the mount")
+        assert dcmread(served).PixelData == dcmread(ct_files[1]).PixelData
+        assert any((src / "received").rglob("*.dcm"))
+        assert serve.terminate() == 0
+    finally:
+        serve.cleanup()

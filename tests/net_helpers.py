@@ -1,0 +1,301 @@
+"""Real DICOM peers on loopback for the network tests: dcmtk tools and an Orthanc PACS.
+
+Everything is started by the tests on free ports, waits with deadlines
+(never fixed sleeps), and dumps the peer's log when it does not come up.
+Orthanc runs from the Debian package with a configuration generated into a
+temporary folder: storage and index there, HTTP on loopback only
+(RemoteAccessAllowed false), and DICOM access limited to known AE titles
+at 127.0.0.1 (DicomCheckModalityHost), because Orthanc 1.10 cannot bind
+its DICOM port to one address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+OUR_AE = "DICOMFS"
+PACS_AE = "ORTHANCTEST"
+UPLOADER_AE = "UPLOADER"
+START_TIMEOUT = 30.0
+TOOL_TIMEOUT = 120.0
+
+# Orthanc answers only STUDY and SERIES level when this filter is loaded: an
+# error raised in IncomingFindRequestFilter turns an IMAGE-level C-FIND into
+# a failure status, as a series-only PACS answers (Orthanc Book, "Lua").
+SERIES_ONLY_LUA = """
+function IncomingFindRequestFilter(query, origin)
+  if query['0008,0052'] == 'IMAGE' then
+    error('this PACS answers STUDY and SERIES level queries only')
+  end
+  return query
+end
+"""
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the kernel's choice for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (scripts/setup.sh --test installs it)")
+    return path
+
+
+def storescu(
+    port: int,
+    paths: Sequence[Path],
+    *,
+    called: str = OUR_AE,
+    calling: str = "STORESCU",
+    extra: Sequence[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """dcmtk storescu: one association, contexts for exactly the files' classes (-R).
+
+    Verbose, because storescu reports each response status ("Received Store
+    Response (Refused: OutOfResources)") only in verbose mode; with --no-halt
+    it exits 0 even when responses were failures, so tests read the status lines.
+    """
+    require_tool("storescu")
+    command = [
+        "storescu",
+        "-v",
+        "-aet",
+        calling,
+        "-aec",
+        called,
+        "-R",
+        "+C",
+        "-nh",
+        "-to",
+        "30",
+        *extra,
+        "127.0.0.1",
+        str(port),
+        *map(str, paths),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+
+
+def store_responses(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The status of each C-STORE response storescu received, in order."""
+    return re.findall(r"Received Store Response \(([^)]*)\)", result.stderr)
+
+
+def echoscu(port: int, *, called: str = OUR_AE, calling: str = "ECHOSCU") -> int:
+    require_tool("echoscu")
+    command = ["echoscu", "-to", "10", "-aet", calling, "-aec", called, "127.0.0.1", str(port)]
+    return subprocess.run(command, capture_output=True, timeout=TOOL_TIMEOUT).returncode
+
+
+def read_store(store: Path) -> dict[str, Path]:
+    """SOP Instance UID -> file, for every finished file in a store (dot-files are partial)."""
+    found: dict[str, Path] = {}
+    for path in store.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            ds = dcmread(path, stop_before_pixels=True)
+            found[str(ds.SOPInstanceUID)] = path
+    return found
+
+
+def series_in_store(store: Path) -> dict[str, set[str]]:
+    """Series Instance UID -> SOP Instance UIDs of what a store holds."""
+    result: dict[str, set[str]] = {}
+    for path in store.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            ds = dcmread(path, stop_before_pixels=True)
+            result.setdefault(str(ds.SeriesInstanceUID), set()).add(str(ds.SOPInstanceUID))
+    return result
+
+
+def _pixels_le(ds: Dataset) -> bytes | None:
+    """Pixel data as little-endian bytes (16-bit words swapped back for big endian)."""
+    if "PixelData" not in ds:
+        return None
+    data = bytes(ds.PixelData)
+    if ds.original_encoding[1] is False and int(ds.get("BitsAllocated", 8)) == 16:
+        swapped = bytearray(data)
+        swapped[0::2], swapped[1::2] = data[1::2], data[0::2]
+        return bytes(swapped)
+    return data
+
+
+def same_dataset(a: Path, b: Path) -> bool:
+    """Same elements and values after decoding, whatever the transfer syntax of each file."""
+    left, right = dcmread(a, force=True), dcmread(b, force=True)
+    if _pixels_le(left) != _pixels_le(right):
+        return False
+    for ds in (left, right):
+        if "PixelData" in ds:
+            del ds.PixelData
+    return bool(left == right)
+
+
+@dataclass
+class Orthanc:
+    """A private Orthanc: start() writes the config, launches it and waits until it answers."""
+
+    root: Path
+    series_only: bool = False
+    move_port: int | None = None
+    dicom_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{PACS_AE}@127.0.0.1:{self.dicom_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "orthanc.log"
+
+    def config(self) -> dict[str, object]:
+        scripts = []
+        if self.series_only:
+            lua = self.root / "series_only.lua"
+            lua.write_text(SERIES_ONLY_LUA)
+            scripts.append(str(lua))
+        return {
+            "Name": "dicomfs-test",
+            "StorageDirectory": str(self.root / "storage"),
+            "IndexDirectory": str(self.root / "storage"),
+            "HttpServerEnabled": True,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "OrthancExplorerEnabled": False,
+            "DicomServerEnabled": True,
+            "DicomAet": PACS_AE,
+            "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": True,
+            "DicomCheckModalityHost": True,
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowStore": False,
+            "DicomAlwaysAllowFind": False,
+            "DicomAlwaysAllowGet": False,
+            "DicomAlwaysAllowMove": False,
+            "DicomModalities": {
+                "dicomfs": [OUR_AE, "127.0.0.1", self.move_port or 104],
+                "uploader": [UPLOADER_AE, "127.0.0.1", 104],
+            },
+            "DicomScpTimeout": 30,
+            "LuaScripts": scripts,
+            "Plugins": [],
+            "SaveJobs": False,
+            "StableAge": 1,
+            "OverwriteInstances": False,
+        }
+
+    def start(self) -> None:
+        binary = require_tool("Orthanc")
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "orthanc.json"
+        config.write_text(json.dumps(self.config(), indent=2))
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [binary, str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            wait_until(self._answers, START_TIMEOUT, "Orthanc to answer HTTP and DICOM")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"Orthanc did not start; its log:\n{self.log()}") from None
+
+    def _answers(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"Orthanc exited at start; its log:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.http_port}/system", timeout=2
+            ) as reply:
+                if reply.status != 200:
+                    return False
+        except OSError:
+            return False
+        return echoscu(self.dicom_port, called=PACS_AE, calling=OUR_AE) == 0
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return "(no log)"
+
+    def upload(self, paths: Iterable[Path]) -> None:
+        files = list(paths)
+        expected = self.count_instances() + len(files)
+        result = storescu(self.dicom_port, files, called=PACS_AE, calling=UPLOADER_AE)
+        assert result.returncode == 0, result.stderr + self.log()
+        wait_until(lambda: self.count_instances() >= expected, START_TIMEOUT, "Orthanc to store")
+
+    def count_instances(self) -> int:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.http_port}/statistics", timeout=5
+        ) as reply:
+            return int(json.loads(reply.read())["CountInstances"])
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+
+@contextlib.contextmanager
+def running_orthanc(
+    root: Path, *, series_only: bool = False, move_port: int | None = None
+) -> Iterator[Orthanc]:
+    server = Orthanc(root, series_only=series_only, move_port=move_port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def demo_files(root: Path, relpaths: Iterable[str]) -> list[Path]:
+    return [root / rel for rel in relpaths]
+
+
+def environ_without_config() -> dict[str, str]:
+    """The environment for a CLI run that must not read the system config file."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DICOMFS_")}

@@ -1,0 +1,461 @@
+"""``dicomfs fetch`` against a real Orthanc PACS on loopback, started by the tests.
+
+Each test indexes a folder holding only a plan and its doses (what a TPS
+export often is), so the package misses its structure set, the DRR and,
+once the structure set arrives, the CT slices. The PACS holds both demo
+patients, so there is always something unrelated that must not be
+retrieved. Two configurations:
+
+- Orthanc as shipped: answers IMAGE-level C-FIND, C-GET and C-MOVE;
+- Orthanc restricted to STUDY/SERIES level (a Lua filter refuses IMAGE-level
+  C-FIND, as series-only PACS do): the series-level fallback must fetch the
+  series holding the missing objects and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from net_helpers import OUR_AE, PACS_AE, Orthanc, free_port, series_in_store
+from pydicom import dcmread
+
+from dicomfs import graph
+from dicomfs.demo import DemoPatient, DemoSet
+from dicomfs.errors import ConfigError
+from dicomfs.index import IndexReader, IndexWriter
+from dicomfs.net import register
+from dicomfs.net.fetch import FetchOptions, fetch
+from dicomfs.net.pacs import (
+    PacsAddress,
+    PacsError,
+    load_pacs_table,
+    parse_address,
+    resolve_pacs,
+)
+from dicomfs.scan import reconcile
+
+# -- fixtures and helpers ----------------------------------------------------------
+
+
+def _all_files(demo: DemoSet) -> list[Path]:
+    return [demo.root / rel for p in demo.patients for rel in p.files.values()]
+
+
+def _series_of(demo: DemoSet, patient: DemoPatient, uid: str) -> str:
+    return str(
+        dcmread(
+            demo.root / patient.files[uid], stop_before_pixels=True, force=True
+        ).SeriesInstanceUID
+    )
+
+
+@pytest.fixture(scope="module")
+def move_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def full_pacs(
+    demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory, move_port: int
+) -> Iterator[Orthanc]:
+    """Orthanc answering every level, holding every object of both demo patients."""
+    server = Orthanc(tmp_path_factory.mktemp("orthanc-full"), move_port=move_port)
+    server.start()
+    try:
+        server.upload(_all_files(demo_set))
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def series_only_pacs(
+    demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Orthanc]:
+    """Series-level only, holding everything: the other structure sets and the portal
+    image of patient 1 are decoys of the same study, modality and size."""
+    server = Orthanc(tmp_path_factory.mktemp("orthanc-series"), series_only=True)
+    server.start()
+    try:
+        server.upload(_all_files(demo_set))
+        yield server
+    finally:
+        server.stop()
+
+
+def _plan_index(tmp_path: Path, demo: DemoSet, patient: DemoPatient, *plans: Path) -> Path:
+    """An index of a folder holding only the plan and its doses (plus any extra plan files)."""
+    folder = tmp_path / "tps-export"
+    folder.mkdir()
+    for uid in (patient.plan_uid, patient.plan_dose_uid, *patient.beam_dose_uids):
+        source = demo.root / patient.files[uid]
+        shutil.copy(source, folder / source.name)
+    for extra in plans:
+        shutil.copy(extra, folder / extra.name)
+    index = tmp_path / "index.sqlite"
+    writer = IndexWriter(index)
+    reconcile(writer, [folder], workers=1)
+    writer.close()
+    return index
+
+
+def _missing(index: Path, plan_uid: str) -> list[graph.MissingRef]:
+    reader = IndexReader(index)
+    try:
+        return graph.package(reader, plan_uid).missing
+    finally:
+        reader.close()
+
+
+def _run_fetch(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`dicomfs fetch ...` as the lead wires it: register() into a parser, run its handler."""
+    parser = argparse.ArgumentParser(prog="dicomfs")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["fetch", *argv])
+    code = int(args.func(args))
+    return code, capsys.readouterr().out
+
+
+def _needed(demo: DemoSet, patient: DemoPatient) -> set[str]:
+    """What the plan-only index misses, transitively: its structure set, the DRR, the CT."""
+    return {patient.plan_structure_set_uid, patient.rt_image_uid, *patient.ct_uids}
+
+
+def _stored_uids(store: Path) -> set[str]:
+    return {uid for uids in series_in_store(store).values() for uid in uids}
+
+
+# -- IMAGE level: exactly the missing objects ------------------------------------
+
+
+@pytest.mark.slow
+def test_fetch_retrieves_exactly_what_the_plan_misses(
+    demo_set: DemoSet,
+    full_pacs: Orthanc,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    patient = demo_set.patients[0]
+    index = _plan_index(tmp_path, demo_set, patient)
+    before = {m.uid for m in _missing(index, patient.plan_uid)}
+    assert before == {patient.plan_structure_set_uid, patient.rt_image_uid}
+
+    config = tmp_path / "dicomfs.toml"
+    config.write_text(
+        f'[pacs.archive]\nae_title = "{PACS_AE}"\nhost = "127.0.0.1"\n'
+        f"port = {full_pacs.dicom_port}\n"
+    )
+    store = tmp_path / "store"
+    code, out = _run_fetch(
+        [
+            patient.plan_uid,
+            "--from",
+            "archive",
+            "--config",
+            str(config),
+            "--store",
+            str(store),
+            "--index",
+            str(index),
+            "--our-ae",
+            OUR_AE,
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    assert _missing(index, patient.plan_uid) == []
+    assert _stored_uids(store) == _needed(demo_set, patient)  # nothing unrelated
+    assert f"complete: plan {patient.plan_uid}" in out
+    assert "IMAGE level" in out and "C-GET" in out
+    assert not list(store.rglob(".incoming-*"))
+
+
+@pytest.mark.slow
+def test_fetch_over_c_move_to_our_own_receiver(
+    demo_set: DemoSet,
+    full_pacs: Orthanc,
+    move_port: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    patient = demo_set.patients[1]
+    index = _plan_index(tmp_path, demo_set, patient)
+    store = tmp_path / "store"
+    code, out = _run_fetch(
+        [
+            patient.plan_uid,
+            "--from",
+            full_pacs.address,
+            "--store",
+            str(store),
+            "--index",
+            str(index),
+            "--method",
+            "move",
+            "--move-port",
+            str(move_port),
+            "--move-bind",
+            "127.0.0.1",
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    assert "C-MOVE" in out
+    assert _missing(index, patient.plan_uid) == []
+    assert _stored_uids(store) == _needed(demo_set, patient)
+
+
+@pytest.mark.slow
+def test_all_missing_fetches_for_every_plan(
+    demo_set: DemoSet,
+    full_pacs: Orthanc,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    first, second = demo_set.patients
+    extra = [demo_set.root / second.files[u] for u in (second.plan_uid, second.plan_dose_uid)]
+    index = _plan_index(tmp_path, demo_set, first, *extra)
+    store = tmp_path / "store"
+    code, out = _run_fetch(
+        [
+            "--all-missing",
+            "--from",
+            full_pacs.address,
+            "--store",
+            str(store),
+            "--index",
+            str(index),
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    assert _missing(index, first.plan_uid) == [] and _missing(index, second.plan_uid) == []
+    assert _stored_uids(store) == _needed(demo_set, first) | _needed(demo_set, second)
+
+
+@pytest.mark.slow
+def test_object_the_pacs_does_not_have_is_reported_still_missing(
+    demo_set: DemoSet,
+    full_pacs: Orthanc,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    patient = demo_set.patients[0]
+    orphan = demo_set.root / patient.files[patient.missing_structure_set_plan_uid]
+    index = _plan_index(tmp_path, demo_set, patient, orphan)
+    store = tmp_path / "store"
+    code, out = _run_fetch(
+        [
+            patient.missing_structure_set_plan_uid,
+            "--from",
+            full_pacs.address,
+            "--store",
+            str(store),
+            "--index",
+            str(index),
+        ],
+        capsys,
+    )
+    assert code == 1
+    assert f"not found  structure_set   {patient.missing_structure_set_uid}" in out
+    assert f"still missing for plan {patient.missing_structure_set_plan_uid}: 1" in out
+    assert _stored_uids(store) == set()
+
+
+@pytest.mark.slow
+def test_plan_naming_no_structure_set_gets_candidates_listed_not_retrieved(
+    demo_set: DemoSet,
+    full_pacs: Orthanc,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    patient = demo_set.patients[1]
+    ds = dcmread(demo_set.root / patient.files[patient.plan_uid])
+    del ds.ReferencedStructureSetSequence
+    ds.SOPInstanceUID = patient.plan_uid + ".1"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    bare = tmp_path / "bare-plan.dcm"
+    ds.save_as(bare)
+    index = _plan_index(tmp_path, demo_set, patient, bare)
+    rs_series = {_series_of(demo_set, patient, uid) for uid in patient.structure_set_uids}
+    store = tmp_path / "store"
+    argv = [str(ds.SOPInstanceUID), "--from", full_pacs.address, "--store", str(store)]
+    argv += ["--index", str(index)]
+
+    code, out = _run_fetch(argv, capsys)
+    assert code == 1  # a plan naming no structure set stays incomplete: nothing names one
+    for series in rs_series:
+        assert series in out
+    assert "names no structure set" in out
+    assert not (series_in_store(store).keys() & rs_series)
+
+    code, out = _run_fetch([*argv, "--candidates"], capsys)
+    assert code == 1
+    assert series_in_store(store).keys() >= rs_series
+
+
+# -- SERIES level only: the fallback ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_series_only_pacs_gets_only_the_series_holding_the_missing_objects(
+    demo_set: DemoSet,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    patient, other = demo_set.patients
+    decoys = {*patient.structure_set_uids[1:], patient.verification_image_uid}
+    held = [
+        demo_set.root / rel
+        for p in demo_set.patients
+        for uid, rel in p.files.items()
+        if uid not in decoys
+    ]
+    needed_series = {
+        _series_of(demo_set, patient, patient.plan_structure_set_uid),
+        _series_of(demo_set, patient, patient.rt_image_uid),
+        patient.ct_series_uid,
+    }
+    unrelated = {patient.mr_series_uid, other.ct_series_uid, other.mr_series_uid}
+    server = Orthanc(tmp_path_factory.mktemp("orthanc-strict"), series_only=True)
+    server.start()
+    try:
+        server.upload(held)
+        index = _plan_index(tmp_path, demo_set, patient)
+        store = tmp_path / "store"
+        code, out = _run_fetch(
+            [
+                patient.plan_uid,
+                "--from",
+                server.address,
+                "--store",
+                str(store),
+                "--index",
+                str(index),
+            ],
+            capsys,
+        )
+    finally:
+        server.stop()
+    assert code == 0, out
+    assert _missing(index, patient.plan_uid) == []
+    stored = series_in_store(store)
+    assert set(stored) == needed_series  # no unrelated series at all
+    assert not stored.keys() & unrelated
+    assert stored[patient.ct_series_uid] == set(patient.ct_uids)  # a series comes whole
+    assert "IMAGE level" not in out and "SERIES level" in out
+
+
+@pytest.mark.slow
+def test_series_only_pacs_tries_candidates_one_at_a_time_and_stops_on_arrival(
+    demo_set: DemoSet,
+    series_only_pacs: Orthanc,
+    tmp_path: Path,
+) -> None:
+    patient, other = demo_set.patients
+    index = _plan_index(tmp_path, demo_set, patient)
+    store = tmp_path / "store"
+    progress: list[str] = []
+    report = fetch(
+        parse_address(series_only_pacs.address),
+        [patient.plan_uid],
+        FetchOptions(store=store, index=index),
+        progress=progress.append,
+    )
+    assert report.complete, progress
+    assert report.image_level is False
+
+    order = [s.series_uid for s in report.series_retrieved]
+    assert len(order) == len(set(order))  # no series retrieved twice
+    rs_series = [s.series_uid for s in report.series_retrieved if s.modality == "RTSTRUCT"]
+    rs_of_patient = {_series_of(demo_set, patient, u) for u in patient.structure_set_uids}
+    assert set(rs_series) <= rs_of_patient
+    assert rs_series[-1] == _series_of(demo_set, patient, patient.plan_structure_set_uid)
+    rt_images = [s.series_uid for s in report.series_retrieved if s.modality == "RTIMAGE"]
+    assert rt_images[-1] == _series_of(demo_set, patient, patient.rt_image_uid)
+    assert order.count(patient.ct_series_uid) == 1
+    untouched = {patient.mr_series_uid, other.ct_series_uid, other.mr_series_uid}
+    assert not set(order) & untouched
+    assert not {s.study_uid for s in report.series_retrieved} - {patient.study_uid}
+
+
+# -- addresses and config ------------------------------------------------------------
+
+
+def test_pacs_addresses_parse_and_bad_ones_say_why(tmp_path: Path) -> None:
+    assert parse_address("ORTHANC@pacs.example:4242") == PacsAddress(
+        "ORTHANC", "pacs.example", 4242
+    )
+    assert parse_address("A B@[::1]:104") == PacsAddress("A B", "::1", 104)
+    for bad in ("ORTHANC@host", "@host:1", "X@host:0", "X@host:70000", "WAY_TOO_LONG_AE_TITLE@h:1"):
+        with pytest.raises(ConfigError):
+            parse_address(bad)
+    config = tmp_path / "dicomfs.toml"
+    config.write_text('[pacs.main]\nae_title = "MAIN"\nhost = "10.0.0.5"\nport = 104\n')
+    assert resolve_pacs("main", config) == PacsAddress("MAIN", "10.0.0.5", 104, "main")
+    with pytest.raises(ConfigError, match=r"no \[pacs.other\] entry"):
+        resolve_pacs("other", config)
+    config.write_text('[pacs.main]\nae_title = "MAIN"\nhost = "h"\n')
+    with pytest.raises(ConfigError, match="missing port"):
+        load_pacs_table(config)
+
+
+def test_unreachable_pacs_is_a_clear_error(
+    demo_set: DemoSet, demo_index: Path, tmp_path: Path
+) -> None:
+    patient = demo_set.patients[0]
+    closed = PacsAddress("NOBODY", "127.0.0.1", free_port())
+    options = FetchOptions(store=tmp_path / "store", index=demo_index, timeout=10)
+    with pytest.raises(PacsError, match=r"cannot associate .* no answer"):
+        fetch(closed, [patient.missing_structure_set_plan_uid], options, progress=print)
+
+
+def test_complete_plan_does_not_contact_the_pacs(
+    demo_set: DemoSet, demo_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    patient = demo_set.patients[0]
+    assert _missing(demo_index, patient.plan_uid) == []
+    closed = PacsAddress("NOBODY", "127.0.0.1", free_port())
+    options = FetchOptions(store=tmp_path / "store", index=demo_index, timeout=10)
+    report = fetch(closed, [patient.plan_uid], options, progress=print)
+    assert report.complete and not report.outcomes
+    capsys.readouterr()
+    code, out = _run_fetch(
+        [
+            patient.plan_uid,
+            "--from",
+            str(closed),
+            "--store",
+            str(tmp_path / "store"),
+            "--index",
+            str(demo_index),
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert json.loads(out)["complete"] is True
+
+
+@pytest.mark.slow
+def test_pacs_refusing_our_call_is_a_clear_error(
+    demo_set: DemoSet, full_pacs: Orthanc, demo_index: Path, tmp_path: Path
+) -> None:
+    patient = demo_set.patients[0]
+    wrong_title = PacsAddress("NOT_ORTHANC", "127.0.0.1", full_pacs.dicom_port)
+    options = FetchOptions(store=tmp_path / "store", index=demo_index, timeout=10)
+    with pytest.raises(PacsError, match=r"rejected the association|without accepting it"):
+        fetch(wrong_title, [patient.missing_structure_set_plan_uid], options, progress=print)
+
+
+def test_fetch_needs_a_plan_or_all_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError, match="PLAN_UID or --all-missing"):
+        _run_fetch(["--from", "A@h:1", "--store", str(tmp_path)], capsys)

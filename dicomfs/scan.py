@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
+import multiprocessing.context
 import os
 import stat
 import time
@@ -168,8 +170,22 @@ def parse_many(paths: Sequence[str], workers: int) -> Iterator[FileResult | None
         yield from map(parse_file, paths)
         return
     chunksize = max(1, min(64, len(paths) // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
         yield from pool.map(parse_file, paths, chunksize=chunksize)
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers come from a clean forkserver, never from forking this process.
+
+    A forked worker would inherit the caller's memory (the whole file list:
+    RSS doubles per worker) and, under ``serve``, the /dev/fuse descriptor
+    and the locks of the FUSE, watchdog and writer threads: after ``kill -9``
+    an orphaned idle worker would keep the FUSE connection open, so the mount
+    hangs instead of reporting "Transport endpoint is not connected".
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["dicomfs.parse"])
+    return context
 
 
 def default_workers() -> int:

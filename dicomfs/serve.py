@@ -12,7 +12,6 @@ STATUS= line current.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import sqlite3
 import threading
@@ -153,23 +152,6 @@ class LiveIndex:
         return text
 
 
-def _parse_workers_outside_this_process() -> None:
-    """Start parse workers from a clean forkserver, never by forking this process.
-
-    A forked worker would inherit the /dev/fuse descriptor and the locks of
-    the FUSE, watchdog and writer threads: after ``kill -9`` an orphaned idle
-    worker keeps the FUSE connection open, so the mount hangs instead of
-    reporting "Transport endpoint is not connected".
-    """
-    try:
-        multiprocessing.set_start_method("forkserver")
-    except RuntimeError:
-        log.debug(
-            "multiprocessing start method already set to %s", multiprocessing.get_start_method()
-        )
-    multiprocessing.set_forkserver_preload(["dicomfs.parse"])
-
-
 def _create_mountpoint(mountpoint: Path) -> None:
     """The quick start promises a missing mountpoint is created (README)."""
     try:
@@ -207,7 +189,6 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
             "no mountpoint: give --mount, DICOMFS_MOUNTPOINT or `mountpoint` in the config"
         )
     log.info("dicomfs %s serve: %s", __version__, settings.log_summary())
-    _parse_workers_outside_this_process()
     notifier = notifier if notifier is not None else Notifier()
     mountpoint = Path(settings.mountpoint)
     _create_mountpoint(mountpoint)

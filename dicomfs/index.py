@@ -613,26 +613,32 @@ class IndexWriter(IndexReader):
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        if "meta" in tables:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None or int(row[0]) != SCHEMA_VERSION:
-                raise IndexCorruptError(
-                    f"index has schema version {row[0] if row else 'none'}, "
-                    f"expected {SCHEMA_VERSION}: delete it and re-index"
-                )
-            return
-        if tables - {"sqlite_sequence"}:
-            raise IndexCorruptError("file exists and is not a dicomfs index")
+        # Checked and created under one write lock: two processes creating
+        # the same new index must not both insert the schema rows.
         conn.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA.strip().split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.executemany(
-            "INSERT INTO meta(key, value) VALUES (?, ?)",
-            [("schema_version", str(SCHEMA_VERSION)), ("dicomfs_version", __version__)],
-        )
-        conn.execute("COMMIT")
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            if "meta" in tables:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is None or int(row[0]) != SCHEMA_VERSION:
+                    raise IndexCorruptError(
+                        f"index has schema version {row[0] if row else 'none'}, "
+                        f"expected {SCHEMA_VERSION}: delete it and re-index"
+                    )
+            elif tables - {"sqlite_sequence"}:
+                raise IndexCorruptError("file exists and is not a dicomfs index")
+            else:
+                for statement in _SCHEMA.strip().split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("dicomfs_version", __version__)],
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:

@@ -28,7 +28,13 @@ from dicomfs.errors import (
     UnknownUidError,
 )
 from dicomfs.index import IndexReader, IndexWriter, default_index_path
-from dicomfs.report import format_missing, missing_dict, package_dict
+from dicomfs.report import (
+    display_path,
+    format_missing,
+    format_rejected,
+    manifest,
+    missing_dict,
+)
 
 log = logging.getLogger("dicomfs")
 
@@ -181,7 +187,7 @@ def _plan_package(args: argparse.Namespace) -> graph.Package:
 
 def cmd_package(args: argparse.Namespace) -> int:
     pkg = _plan_package(args)
-    data = package_dict(pkg)
+    data = manifest(pkg)
 
     def text() -> str:
         lines = [f"{pkg.root.modality} {pkg.root.sop_uid} {pkg.root.label}".rstrip()]
@@ -200,21 +206,18 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def cmd_missing(args: argparse.Namespace) -> int:
     pkg = _plan_package(args)
-    _emit(args, [missing_dict(m) for m in pkg.missing], lambda: format_missing(pkg.missing))
+    _emit(
+        args,
+        [missing_dict(m) for m in pkg.missing],
+        lambda: format_missing(pkg.missing).decode().rstrip("\n"),
+    )
     return EXIT_OK
 
 
 def cmd_rejected(args: argparse.Namespace) -> int:
     rows = _reader(args).rejected()
-    data = [{"path": r.path, "kind": r.kind, "reason": r.reason} for r in rows]
-    _emit(
-        args,
-        data,
-        lambda: "\n".join(
-            f"{r.path.encode('utf-8', 'backslashreplace').decode()}\t{r.kind}\t{r.reason}"
-            for r in rows
-        ),
-    )
+    data = [{"path": display_path(r.path), "kind": r.kind, "reason": r.reason} for r in rows]
+    _emit(args, data, lambda: format_rejected(rows).decode().rstrip("\n"))
     return EXIT_OK
 
 

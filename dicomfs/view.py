@@ -24,7 +24,6 @@ cached is older than the TTL.
 from __future__ import annotations
 
 import grp
-import hashlib
 import json
 import logging
 import os
@@ -41,20 +40,24 @@ from typing import Any, TypeVar, cast
 from dicomfs import __version__, graph
 from dicomfs.errors import DicomfsError, UnknownUidError
 from dicomfs.index import IndexReader, InstanceRow, ListingRow
-from dicomfs.records import UID_MAX_LENGTH
+from dicomfs.names import SYNTHETIC_PREFIX, member_name, named, synthetic_name
+from dicomfs.records import is_safe_uid
+from dicomfs.report import (
+    PLAN_FOLDERS,
+    display_path,
+    format_manifest,
+    format_missing,
+    format_rejected,
+)
 
 log = logging.getLogger(__name__)
 
 GENERATED_MODE = 0o440
-SYNTHETIC_PREFIX = "invalid-uid-"
-MISSING_HEADER = "# level\tuid\texpected\treferenced_by\tattribute\tstudy_uid\tseries_uid\n"
 _MAX_PATH = 4096
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TOP = ("by-sop", "by-series", "by-study", "plans", "objects", ".dicomfs")
-_PLAN_FOLDERS = ("references", "referenced-by", "registrations")
 _OBJECT_FOLDERS = ("references", "referenced-by")
-_FOLDER_ORDER = (*_PLAN_FOLDERS, "related", "candidates")
 _T = TypeVar("_T")
 
 
@@ -117,40 +120,9 @@ Node = DirNode | FileNode
 # -- names -----------------------------------------------------------------
 
 
-def safe_uid(uid: str) -> bool:
-    """``records.is_safe_uid``, matched against the whole string.
-
-    ``UID_PATTERN.match`` with ``$`` also accepts a trailing newline
-    ("1.2\\n"); ``fullmatch`` of the same grammar does not, and implies
-    ``is_safe_uid``. Called once per listed entry, so one regex only.
-    """
-    return 0 < len(uid) <= UID_MAX_LENGTH and _UID.fullmatch(uid) is not None
-
-
-def modality_name(modality: str) -> str:
-    """Modality as a name prefix: [A-Z0-9] only, "OT" (other) when nothing is left."""
-    cleaned = "".join(c for c in modality.upper() if c.isascii() and c.isalnum())[:16]
-    return cleaned or "OT"
-
-
-def synthetic_name(uid: str) -> str:
-    """The by-sop name of an instance whose UID may not be a name (reliability.md C1)."""
-    digest = hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return f"{SYNTHETIC_PREFIX}{digest}.dcm"
-
-
-def _named(inst: InstanceRow | ListingRow) -> bool:
-    return inst.uid_safe and safe_uid(inst.sop_uid)
-
-
-def member_name(inst: InstanceRow) -> str | None:
-    """``<Modality>_<SOPInstanceUID>.dcm``, or None when the UID may not be a name."""
-    return f"{modality_name(inst.modality)}_{inst.sop_uid}.dcm" if _named(inst) else None
-
-
 def _uid_of(name: str) -> str | None:
     uid = name[:-4] if name.endswith(".dcm") else None
-    return uid if uid is not None and safe_uid(uid) else None
+    return uid if uid is not None and is_safe_uid(uid) else None
 
 
 def _split(path: str) -> list[str]:
@@ -162,117 +134,6 @@ def _split(path: str) -> list[str]:
         if part in (".", "..") or _NAME.fullmatch(part) is None:
             raise NotFound("no such file or folder")
     return parts
-
-
-def escape_field(text: str) -> str:
-    """One tab-separated field: backslash, tab, newline and control characters escaped.
-
-    Undecodable bytes of a non-UTF-8 file name (surrogateescape) become ``\\xNN``.
-    """
-    out = []
-    for ch in text:
-        if "\udc80" <= ch <= "\udcff":
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif "\ud800" <= ch <= "\udfff":
-            out.append(f"\\u{ord(ch):04x}")  # a lone surrogate cannot be UTF-8
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def display_path(path: str) -> str:
-    """A source path as text; undecodable bytes of non-UTF-8 names become ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-# -- generated files -----------------------------------------------------------
-
-
-def format_missing(missing: Iterable[graph.MissingRef]) -> bytes:
-    """missing.txt: 0 bytes when complete, else a header comment and one line per reference.
-
-    Columns: level (instance/series), uid, expected (the role the reference
-    plays, e.g. structure_set), referenced_by (SOP UID of the object holding
-    the reference), attribute (its path), study_uid and series_uid where the
-    referencing object says the target lives (empty when it does not).
-    """
-    rows = sorted(missing, key=lambda m: (m.level.value, m.uid, m.referenced_by))
-    if not rows:
-        return b""
-    lines = [MISSING_HEADER]
-    for m in rows:
-        fields = [m.level.value, m.uid, m.expected, m.referenced_by, m.attribute]
-        fields += [m.study_uid, m.series_uid]
-        lines.append("\t".join(escape_field(f) for f in fields) + "\n")
-    return "".join(lines).encode("utf-8")
-
-
-def _missing_dict(m: graph.MissingRef) -> dict[str, str]:
-    return {
-        "level": m.level.value,
-        "uid": m.uid,
-        "expected": m.expected,
-        "referenced_by": m.referenced_by,
-        "attribute": m.attribute,
-        "study_uid": m.study_uid,
-        "series_uid": m.series_uid,
-    }
-
-
-def format_manifest(pkg: graph.Package) -> bytes:
-    """manifest.json: every member once per folder it is in, sorted; keys sorted.
-
-    ``name`` is the file name in ``folder`` (null for related/candidates,
-    which have no folder, and for members whose UID may not be a name).
-    """
-    groups: dict[str, list[graph.Member]] = {
-        "references": pkg.references,
-        "referenced-by": pkg.referenced_by,
-        "registrations": pkg.registrations,
-        "related": pkg.related,
-        "candidates": pkg.candidates,
-    }
-    members = []
-    for folder in _FOLDER_ORDER:
-        for m in sorted(groups[folder], key=lambda m: m.sop_uid):
-            inst = m.instance
-            members.append(
-                {
-                    "sop_instance_uid": inst.sop_uid,
-                    "name": member_name(inst) if folder in _PLAN_FOLDERS else None,
-                    "modality": inst.modality,
-                    "sop_class_uid": inst.sop_class,
-                    "role": m.role,
-                    "attribute": m.attribute,
-                    "via": m.via,
-                    "direction": m.direction,
-                    "provenance": m.provenance.value,
-                    "folder": folder,
-                    "source_path": display_path(inst.file.path),
-                    "note": m.note,
-                }
-            )
-    doc = {
-        "plan": pkg.root.sop_uid,
-        "label": pkg.root.label,
-        "members": members,
-        "missing": [
-            _missing_dict(m)
-            for m in sorted(pkg.missing, key=lambda m: (m.level.value, m.uid, m.referenced_by))
-        ],
-        "truncated": pkg.truncated,
-    }
-    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 # -- source files -----------------------------------------------------------------
@@ -489,8 +350,8 @@ class View:
         return handler(rest)
 
     def _instance(self, uid: str | None) -> InstanceRow:
-        inst = self.reader.instance(uid) if uid is not None and safe_uid(uid) else None
-        if inst is None or not _named(inst):
+        inst = self.reader.instance(uid) if uid is not None and is_safe_uid(uid) else None
+        if inst is None or not named(inst):
             raise NotFound(str(uid))
         return inst
 
@@ -503,12 +364,12 @@ class View:
                 if listed == name:
                     return node
             raise NotFound(name)
-        return self._file(name, self._instance(name if safe_uid(name) else _uid_of(name)))
+        return self._file(name, self._instance(name if is_safe_uid(name) else _uid_of(name)))
 
     def _by_series(self, rest: list[str]) -> Node:
         series = rest[0]
         if len(rest) == 1:
-            if safe_uid(series) and self.reader.series_exists(series):
+            if is_safe_uid(series) and self.reader.series_exists(series):
                 return self._dir(series)
         elif len(rest) == 2:
             inst = self._instance(_uid_of(rest[1]))
@@ -518,13 +379,13 @@ class View:
 
     def _by_study(self, rest: list[str]) -> Node:
         study = rest[0]
-        if not safe_uid(study):
+        if not is_safe_uid(study):
             raise NotFound(study)
         if len(rest) == 1:
             if self.reader.study_series_uids(study):
                 return self._dir(study)
         elif len(rest) == 2:
-            if safe_uid(rest[1]) and self.reader.series_exists(rest[1], study):
+            if is_safe_uid(rest[1]) and self.reader.series_exists(rest[1], study):
                 return self._dir(rest[1])
         elif len(rest) == 3:
             inst = self._instance(_uid_of(rest[2]))
@@ -536,7 +397,7 @@ class View:
         plan = self._instance(rest[0])
         if not plan.is_plan:
             raise NotFound(rest[0])
-        return self._graph_node(plan, rest[1:], "plan.dcm", _PLAN_FOLDERS, manifest=True)
+        return self._graph_node(plan, rest[1:], "plan.dcm", PLAN_FOLDERS, manifest=True)
 
     def _objects(self, rest: list[str]) -> Node:
         inst = self._instance(rest[0])
@@ -591,27 +452,27 @@ class View:
             folder = self._package(rest[0]).folders[rest[1]]
             return [(name, self._file(name, inst)) for name, inst in folder.items()]
         if top == "plans":
-            return [(p.sop_uid, self._dir(p.sop_uid)) for p in reader.plans() if _named(p)]
+            return [(p.sop_uid, self._dir(p.sop_uid)) for p in reader.plans() if named(p)]
         if top == "objects":
             names = (n[:-4] for n, _ in self._sop_listing() if not n.startswith(SYNTHETIC_PREFIX))
             return [(uid, self._dir(uid)) for uid in names]
         if top == ".dicomfs":
             return [(n, self._resolve([*parts, n])) for n in ("rejected.txt", "status.json")]
         if top == "by-series" and not rest:
-            return [(s, self._dir(s)) for s in reader.series_uids() if safe_uid(s)]
+            return [(s, self._dir(s)) for s in reader.series_uids() if is_safe_uid(s)]
         if top == "by-series":
             return self._instance_listing(reader.listing(rest[0]))
         if top == "by-study" and not rest:
-            return [(s, self._dir(s)) for s in reader.study_uids() if safe_uid(s)]
+            return [(s, self._dir(s)) for s in reader.study_uids() if is_safe_uid(s)]
         if len(rest) == 1:
             series = reader.study_series_uids(rest[0])
-            return [(s, self._dir(s)) for s in series if safe_uid(s)]
+            return [(s, self._dir(s)) for s in series if is_safe_uid(s)]
         insts = [i for i in reader.listing(rest[1]) if i.study_uid == rest[0]]
         return self._instance_listing(insts)
 
     def _instance_listing(self, insts: Iterable[ListingRow]) -> list[tuple[str, Node]]:
         file = self._file
-        return [(n, file(n, i)) for i in insts if _named(i) for n in (f"{i.sop_uid}.dcm",)]
+        return [(n, file(n, i)) for i in insts if named(i) for n in (f"{i.sop_uid}.dcm",)]
 
     def _sop_listing(self) -> list[tuple[str, FileNode]]:
         """by-sop entries, synthetic names included; cached, as it is the whole index."""
@@ -619,14 +480,14 @@ class View:
         def build() -> list[tuple[str, FileNode]]:
             out = []
             for inst in self.reader.listing():
-                name = f"{inst.sop_uid}.dcm" if _named(inst) else synthetic_name(inst.sop_uid)
+                name = f"{inst.sop_uid}.dcm" if named(inst) else synthetic_name(inst.sop_uid)
                 out.append((name, self._file(name, inst)))
             return out
 
         return self._cache.get(("by-sop",), build)
 
     def _graph_listing(self, top: str, uid: str) -> list[tuple[str, Node]]:
-        names = ["plan.dcm", *_PLAN_FOLDERS, "missing.txt", "manifest.json"]
+        names = ["plan.dcm", *PLAN_FOLDERS, "missing.txt", "manifest.json"]
         if top == "objects":
             names = ["self.dcm", *_OBJECT_FOLDERS, "missing.txt"]
         return [(name, self._resolve([top, uid, name])) for name in names]
@@ -641,7 +502,7 @@ class View:
                 raise NotFound(uid) from exc
             folders: dict[str, dict[str, InstanceRow]] = {}
             for folder, members in zip(
-                _PLAN_FOLDERS, (pkg.references, pkg.referenced_by, pkg.registrations), strict=True
+                PLAN_FOLDERS, (pkg.references, pkg.referenced_by, pkg.registrations), strict=True
             ):
                 entries = folders[folder] = {}
                 for m in members:
@@ -664,13 +525,7 @@ class View:
         return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
 
     def _rejected(self) -> bytes:
-        """rejected.txt: ``path<TAB>kind<TAB>reason`` per line, fields escaped."""
-        rows = self.reader.rejected()
-        lines = (
-            f"{escape_field(r.path)}\t{escape_field(r.kind)}\t{escape_field(r.reason)}\n"
-            for r in rows
-        )
-        return "".join(lines).encode("utf-8")
+        return format_rejected(self.reader.rejected())
 
 
 # -- dicomfs ls / dicomfs cat -------------------------------------------------------

@@ -42,7 +42,8 @@ from dicomfs.errors import MountError
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.mount import is_stale_mount
 from dicomfs.records import FileResult, FileStat, Instance
-from dicomfs.view import DirNode, View, synthetic_name
+from dicomfs.names import synthetic_name
+from dicomfs.view import DirNode, View
 
 pytestmark = pytest.mark.fuse
 

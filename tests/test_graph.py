@@ -77,7 +77,7 @@ def test_unknown_uid_is_a_clear_error(demo_reader: IndexReader) -> None:
 
 def test_reindexing_from_scratch_gives_the_same_answers(demo_set, demo_index, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from dicomfs.index import IndexWriter
-    from dicomfs.report import package_dict
+    from dicomfs.report import manifest
     from dicomfs.scan import reconcile
 
     again = tmp_path / "again.sqlite"
@@ -85,7 +85,7 @@ def test_reindexing_from_scratch_gives_the_same_answers(demo_set, demo_index, tm
     reconcile(writer, [demo_set.root], workers=1)
     first, second = IndexReader(demo_index), IndexReader(again)
     for patient in demo_set.patients:
-        assert package_dict(graph.package(first, patient.plan_uid)) == package_dict(
+        assert manifest(graph.package(first, patient.plan_uid)) == manifest(
             graph.package(second, patient.plan_uid)
         )
     assert [r.path for r in first.rejected()] == [r.path for r in second.rejected()]

@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 
 from dicomfs import graph
 from dicomfs.index import IndexReader, IndexWriter
+from dicomfs.names import member_name, modality_name, synthetic_name
+from dicomfs.report import MISSING_HEADER
 from dicomfs.view import (
-    MISSING_HEADER,
     DirNode,
     FileNode,
     IsADirectory,
@@ -38,10 +39,7 @@ from dicomfs.view import (
     View,
     cat_bytes,
     format_listing,
-    member_name,
-    modality_name,
     open_source,
-    synthetic_name,
 )
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")

@@ -480,9 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH")
     _add_index_option(p)
 
+    from dicomfs import export
     from dicomfs.net import register as register_network
 
     register_network(sub)
+    export.register(sub)
     return parser
 
 

@@ -2,10 +2,14 @@
 # Install what dicomfs needs on Debian 12, idempotently:
 #  - system packages: fuse3 + libfuse3-3 (the mount), python3-venv (the venv),
 #    and with --test: dcmtk (dcmdump/storescu in tests), orthanc (a real PACS peer
-#    for the fetch tests), systemd (systemd-analyze),
+#    for the fetch tests), plastimatch (reads plan packages through the mount in
+#    tests), systemd (systemd-analyze),
 #    procps/util-linux (kill, runuser), passwd (useradd for the permission tests);
 #  - a virtual environment in .venv with dicomfs installed in editable mode
-#    (with --test: pytest, hypothesis, ruff, mypy).
+#    (with --test: pytest, hypothesis, ruff, mypy);
+#  - with --test, .venv-dicompyler: dicompyler-core 0.5.6 with pydicom 2.4, since
+#    its last release does not import under pydicom 3 (the tests run it there
+#    against files read through the mount).
 # Re-running does nothing when everything is present.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,7 +17,7 @@ with_test=0
 [ "${1:-}" = "--test" ] && with_test=1
 
 packages=(fuse3 libfuse3-3 python3-venv ca-certificates)
-[ $with_test = 1 ] && packages+=(dcmtk orthanc systemd procps util-linux passwd)
+[ $with_test = 1 ] && packages+=(dcmtk orthanc plastimatch systemd procps util-linux passwd)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -44,6 +48,11 @@ done
 if [ -z "$python" ]; then
   echo "setup: dicomfs needs Python 3.11 or newer (Debian 12: apt-get install python3)" >&2
   exit 1
+fi
+
+if [ $with_test = 1 ] && ! "$here/.venv-dicompyler/bin/python" -c "import dicompylercore.dvhcalc" 2>/dev/null; then
+  "$python" -m venv "$here/.venv-dicompyler"
+  "$here/.venv-dicompyler/bin/python" -m pip install -q "dicompyler-core==0.5.6" "pydicom>=2.4,<3"
 fi
 
 venv="$here/.venv"

@@ -276,7 +276,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     path = index_path(args)
     IndexReader(path).close()  # fail early and clearly when there is no index
-    return run_mount(Path(args.mountpoint), path, allow_other=args.allow_other, group=args.group)
+    return run_mount(
+        Path(args.mountpoint),
+        path,
+        allow_other=args.allow_other,
+        group=args.group,
+        symlinks=args.symlinks,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -300,6 +306,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "scp_bind": args.scp_bind,
             "scp_allow": args.scp_allow,
             "scp_store": args.scp_store,
+            "symlinks": args.symlinks,
         }
     )
     if not args.verbose:
@@ -432,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index_option(p)
     p.add_argument("--allow-other", action="store_true", help="let other users use the mount")
     p.add_argument("--group", metavar="NAME", help="group owning the virtual folders (mode 0750)")
+    p.add_argument(
+        "--symlinks",
+        action="store_true",
+        help="show source files as symbolic links to their paths (native read speed)",
+    )
 
     p = command(
         "serve", cmd_serve, "index, watch and mount in one process (the main job; Ctrl-C stops)"
@@ -461,6 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--group", metavar="NAME", help="group owning the virtual folders (mode 0750)")
     p.add_argument("--workers", type=int, help="parser processes (default: CPU count)")
+    p.add_argument(
+        "--symlinks",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show source files as symbolic links to their paths (native read speed)",
+    )
     p.add_argument("--scp-port", type=int, metavar="PORT", help="also receive C-STORE on PORT")
     p.add_argument("--ae-title", metavar="TITLE", help="our AE title (default DICOMFS)")
     p.add_argument("--scp-bind", metavar="ADDR", help="receiver address (default 127.0.0.1)")

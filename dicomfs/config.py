@@ -48,6 +48,7 @@ class Settings:
     watch: str = "inotify"
     allow_other: bool = False
     group: str | None = None
+    symlinks: bool = False
     log_level: str = "INFO"
     scp_port: int | None = None
     ae_title: str = "DICOMFS"
@@ -167,6 +168,7 @@ _SCALARS: dict[str, Callable[[object], Any]] = {
     "workers": _as_number(int, 1),
     "watch": _as_choice(WATCH_MODES),
     "allow_other": _as_bool,
+    "symlinks": _as_bool,
     "group": _as_text,
     "log_level": _as_choice(LOG_LEVELS, upper=True),
     "scp_port": _as_number(int, 1),

@@ -79,6 +79,46 @@ ATTR_TIMEOUT = 1.0
 _FUSE_READDIR_PLUS = 1 << 0  # enum fuse_readdir_flags (fuse.h)
 _FUSE_FILL_DIR_PLUS = 1 << 1  # enum fuse_fill_dir_flags (fuse.h)
 _FUSE_CAP_READDIRPLUS_AUTO = 1 << 14  # fuse_common.h
+_FUSE_CAP_SPLICE_WRITE = 1 << 7  # reply data spliced from our descriptor to /dev/fuse
+_FUSE_CAP_SPLICE_MOVE = 1 << 8
+_FUSE_BUF_IS_FD = 1 << 1  # fuse_common.h, enum fuse_buf_flags
+_FUSE_BUF_FD_SEEK = 1 << 2
+# The kernel asks for up to this much ahead of a sequential reader.
+_MAX_READAHEAD = 1 << 20
+
+
+class _FuseBuf(ctypes.Structure):
+    """``struct fuse_buf`` of libfuse 3.14 (fuse_common.h)."""
+
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+        ("mem", ctypes.c_void_p),
+        ("fd", ctypes.c_int),
+        ("pos", ctypes.c_int64),
+    ]
+
+
+class _FuseBufvec(ctypes.Structure):
+    """``struct fuse_bufvec`` with its one inline ``buf[1]``.
+
+    mfusepy declares ``buf`` as a pointer, which is not libfuse's layout, so
+    the reply vector is declared here.
+    """
+
+    _fields_ = [
+        ("count", ctypes.c_size_t),
+        ("idx", ctypes.c_size_t),
+        ("off", ctypes.c_size_t),
+        ("buf", _FuseBuf * 1),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.free.restype = None
+_libc.free.argtypes = [ctypes.c_void_p]
 _WRITE_FLAGS = os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _MAX_REMEMBERED = 100_000
 
@@ -121,12 +161,18 @@ def _read_only(*_args: object, **_kwargs: object) -> int:
     raise mfusepy.FuseOSError(errno.EROFS)
 
 
-def attributes(node: Node) -> dict[str, int]:
-    """The stat dict mfusepy copies into ``struct stat`` (times in ns, use_ns)."""
+def _kind(node: Node, symlinks: bool) -> tuple[int, int, int]:
+    """(st_mode, st_nlink, st_size); with ``symlinks`` a source file is a link to it."""
     if isinstance(node, DirNode):
-        mode, nlink, size = stat.S_IFDIR | node.mode, 2, 0
-    else:
-        mode, nlink, size = stat.S_IFREG | node.mode, 1, node.size
+        return stat.S_IFDIR | node.mode, 2, 0
+    if symlinks and node.real_path is not None:
+        return stat.S_IFLNK | 0o777, 1, len(os.fsencode(node.real_path))
+    return stat.S_IFREG | node.mode, 1, node.size
+
+
+def attributes(node: Node, symlinks: bool = False) -> dict[str, int]:
+    """The stat dict mfusepy copies into ``struct stat`` (times in ns, use_ns)."""
+    mode, nlink, size = _kind(node, symlinks)
     return {
         "st_mode": mode,
         "st_nlink": nlink,
@@ -140,12 +186,9 @@ def attributes(node: Node) -> dict[str, int]:
     }
 
 
-def _c_stat(node: Node) -> Any:
+def _c_stat(node: Node, symlinks: bool) -> Any:
     """``attributes`` as a ready struct for readdir: a thousand entries per listing."""
-    if isinstance(node, DirNode):
-        mode, nlink, size = stat.S_IFDIR | node.mode, 2, 0
-    else:
-        mode, nlink, size = stat.S_IFREG | node.mode, 1, node.size
+    mode, nlink, size = _kind(node, symlinks)
     spec = mfusepy.c_timespec(*divmod(node.mtime_ns, 1_000_000_000))
     return mfusepy.c_stat(
         st_mode=mode,
@@ -173,8 +216,13 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
     use_ns = True
 
-    def __init__(self, view: View, *, on_init: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, view: View, *, on_init: Callable[[], None] | None = None, symlinks: bool = False
+    ) -> None:
         self.view = view
+        # --symlinks: source files appear as symbolic links to their real
+        # paths, so local readers that may see the sources read at native speed.
+        self.symlinks = symlinks
         self._on_init = on_init
         self._handles: dict[int, _Handle] = {}
         self._dirs: dict[int, list[tuple[bytes, Any]] | None] = {}
@@ -201,6 +249,10 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             # "auto" gives attributes only with the first chunk of a listing;
             # the rest would cost one lookup callback per entry.
             conn.want &= ~_FUSE_CAP_READDIRPLUS_AUTO
+            # read_buf hands libfuse our descriptor: let it splice the bytes
+            # straight to the kernel instead of copying them through Python.
+            conn.want |= conn.capable & (_FUSE_CAP_SPLICE_WRITE | _FUSE_CAP_SPLICE_MOVE)
+            conn.max_readahead = min(conn.max_readahead, _MAX_READAHEAD) or _MAX_READAHEAD
         # The session pointer lets another thread end the loop (exit_loop).
         self._fuse_ptr = mfusepy._libfuse.fuse_get_context().contents.fuse
         if self._on_init is not None:
@@ -228,7 +280,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
     @_guard
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
-        return attributes(self.view.lookup(path))
+        return attributes(self.view.lookup(path), self.symlinks)
 
     @_guard
     def opendir(self, path: str) -> int:
@@ -251,7 +303,10 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         if entries is None:
             here = mfusepy.c_stat(st_mode=stat.S_IFDIR)
             entries = [(b".", here), (b"..", here)]
-            entries.extend((name.encode(), _c_stat(node)) for name, node in self.view.listdir(path))
+            entries.extend(
+                (name.encode(), _c_stat(node, self.symlinks))
+                for name, node in self.view.listdir(path)
+            )
             with self._lock:
                 if fh in self._dirs:
                     self._dirs[fh] = entries
@@ -262,6 +317,13 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         with self._lock:
             self._dirs.pop(fh, None)
         return 0
+
+    @_guard
+    def readlink(self, path: str) -> str:
+        node = self.view.lookup(path)
+        if not self.symlinks or not isinstance(node, FileNode) or node.real_path is None:
+            raise mfusepy.FuseOSError(errno.EINVAL)  # readlink(2) of a non-link
+        return node.real_path
 
     @_guard
     def statfs(self, path: str) -> dict[str, int]:
@@ -312,6 +374,39 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             return handle.content[offset : offset + size]
         assert handle.fd is not None
         return os.pread(handle.fd, size, offset)
+
+    @_guard
+    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
+        """Answer a read with a descriptor, not bytes: libfuse reads (or splices) it in C.
+
+        This is what makes reading through the mount cost a callback per
+        request instead of a Python copy of every byte. libfuse frees the
+        vector (and ``mem`` of memory buffers) with free(), so both come from
+        malloc.
+        """
+        handle = self._handles.get(fi.fh)
+        if handle is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
+        vec_ptr = _libc.malloc(ctypes.sizeof(_FuseBufvec))
+        if not vec_ptr:
+            raise mfusepy.FuseOSError(errno.ENOMEM)
+        vec = _FuseBufvec.from_address(vec_ptr)
+        vec.count, vec.idx, vec.off = 1, 0, 0
+        buf = vec.buf[0]
+        if handle.content is not None:
+            data = handle.content[offset : offset + size]
+            mem = _libc.malloc(max(1, len(data)))
+            if not mem:
+                _libc.free(vec_ptr)
+                raise mfusepy.FuseOSError(errno.ENOMEM)
+            ctypes.memmove(mem, data, len(data))
+            buf.size, buf.flags, buf.mem, buf.fd, buf.pos = len(data), 0, mem, -1, 0
+        else:
+            assert handle.fd is not None
+            buf.size, buf.flags = size, _FUSE_BUF_IS_FD | _FUSE_BUF_FD_SEEK
+            buf.mem, buf.fd, buf.pos = None, handle.fd, offset
+        bufpp[0] = ctypes.cast(vec_ptr, type(bufpp[0]))
+        return 0
 
     @_guard
     def release(self, path: str, fi: Any) -> int:

@@ -112,7 +112,7 @@ def _group_id(group: str | None) -> int:
 class _Runner:
     """One mount: the FUSE thread, and the stop logic shared by signals and stop_event."""
 
-    def __init__(self, mountpoint: Path, view: View, allow_other: bool) -> None:
+    def __init__(self, mountpoint: Path, view: View, allow_other: bool, symlinks: bool) -> None:
         from dicomfs import fs  # imported here: it loads libfuse
 
         self.mountpoint = mountpoint
@@ -121,7 +121,7 @@ class _Runner:
         self.wake = threading.Event()
         self.stop_requested = threading.Event()
         self.error: BaseException | None = None
-        self.operations = fs.DicomFS(view, on_init=self._initialized)
+        self.operations = fs.DicomFS(view, on_init=self._initialized, symlinks=symlinks)
         self._serve: Callable[[], None] = functools.partial(
             fs.serve, self.operations, mountpoint, allow_other=allow_other
         )
@@ -181,6 +181,7 @@ def run_mount(
     stop_event: threading.Event | None = None,
     extra_status: Callable[[], Mapping[str, Any]] | None = None,
     on_source_changed: Callable[[str], None] | None = None,
+    symlinks: bool = False,
 ) -> int:
     """Mount ``index_path`` read-only at ``mountpoint``; return 0 after a clean stop.
 
@@ -193,13 +194,14 @@ def run_mount(
     ``extra_status`` adds keys to .dicomfs/status.json (serve: queue length);
     ``on_source_changed(path)`` hears of a source that no longer matches the
     index (serve: queue a re-index); both are called from FUSE threads.
+    ``symlinks`` presents source files as symbolic links to their paths.
     """
     mountpoint = Path(os.path.abspath(mountpoint))
     _check_mountpoint(mountpoint)
     gid = _group_id(group)
     IndexReader(index_path).close()  # fail now with the index's own message
     if not foreground:
-        return _spawn_background(mountpoint, index_path, allow_other, group)
+        return _spawn_background(mountpoint, index_path, allow_other, group, symlinks)
     view = View(
         lambda: IndexReader(index_path),
         dir_uid=os.geteuid(),
@@ -208,7 +210,7 @@ def run_mount(
         extra_status=extra_status,
         on_source_changed=on_source_changed,
     )
-    runner = _Runner(mountpoint, view, allow_other)
+    runner = _Runner(mountpoint, view, allow_other, symlinks)
     log.info("mounting %s at %s (allow_other=%s, gid=%d)", index_path, mountpoint, allow_other, gid)
     previous = _install_signal_handlers(runner)
     try:
@@ -269,11 +271,12 @@ def _restore_signal_handlers(previous: dict[int, object]) -> None:
 
 
 def _spawn_background(
-    mountpoint: Path, index_path: Path, allow_other: bool, group: str | None
+    mountpoint: Path, index_path: Path, allow_other: bool, group: str | None, symlinks: bool
 ) -> int:
     """Start ``python -m dicomfs.mount`` detached and return once the mount is live."""
     args = [sys.executable, "-m", "dicomfs.mount", str(mountpoint), "--index", str(index_path)]
     args += ["--allow-other"] if allow_other else []
+    args += ["--symlinks"] if symlinks else []
     args += ["--group", group] if group else []
     child = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
@@ -295,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("mountpoint", type=Path)
     parser.add_argument("--index", type=Path, default=None)
     parser.add_argument("--allow-other", action="store_true")
+    parser.add_argument("--symlinks", action="store_true")
     parser.add_argument("--group", default=None)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -308,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             args.index or default_index_path(),
             allow_other=args.allow_other,
             group=args.group,
+            symlinks=args.symlinks,
         )
     except MountError as exc:
         print(f"dicomfs: {exc}", file=sys.stderr)

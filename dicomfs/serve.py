@@ -227,6 +227,7 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
             allow_other=settings.allow_other,
             group=settings.group,
             on_ready=on_ready,
+            symlinks=settings.symlinks,
         )
     finally:
         notifier.stopping("stopping: finishing the current batch")

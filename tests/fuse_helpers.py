@@ -302,12 +302,14 @@ class Mount:
         *,
         allow_other: bool = False,
         group: str | None = None,
+        symlinks: bool = False,
     ) -> None:
         self.mountpoint = mountpoint
         self.index = index
         self.args = [sys.executable, "-m", "dicomfs.mount", str(mountpoint), "--index", str(index)]
         self.args += ["--allow-other"] if allow_other else []
         self.args += ["--group", group] if group else []
+        self.args += ["--symlinks"] if symlinks else []
         fd, log = tempfile.mkstemp(prefix="dicomfs-mount-", suffix=".log", dir=mountpoint.parent)
         os.close(fd)
         self.log_path = Path(log)

@@ -712,3 +712,30 @@ def test_ls_l_of_1000_entries_is_within_3x_of_the_source(tmp_path: Path) -> None
     # Cold includes opening the per-thread SQLite connections; one callback per
     # entry (no READDIRPLUS attributes) would cost ten times the source.
     assert cold <= 6 * source + 0.010, report
+
+
+@pytest.mark.fuse
+def test_symlinks_mode_links_to_the_sources() -> None:
+    """--symlinks: files are links to their sources; readers follow them at native speed."""
+    corpus, index, mountpoint = _corpus("dicomfs-fs-links-")
+    try:
+        with mounted(mountpoint, index, symlinks=True):
+            plan_dir = mountpoint / "plans" / corpus.plan
+            link = plan_dir / "plan.dcm"
+            assert link.is_symlink()
+            assert os.readlink(link) == corpus.files[corpus.plan]
+            assert link.read_bytes() == Path(corpus.files[corpus.plan]).read_bytes()
+            listing = run("ls", "-l", plan_dir / "references").stdout.decode()
+            assert listing.count(" -> ") == len(corpus.package)
+            dest = mountpoint.parent / "copy"
+            # cp -L copies what the links point at: the package as plain files.
+            assert run("cp", "-rL", plan_dir / "references", dest).returncode == 0
+            for name in os.listdir(dest):
+                uid = name.split("_", 1)[1][:-4]
+                assert not (dest / name).is_symlink()
+                assert (dest / name).read_bytes() == Path(corpus.files[uid]).read_bytes()
+            # Generated files stay regular files.
+            assert not (plan_dir / "manifest.json").is_symlink()
+            assert json.loads((plan_dir / "manifest.json").read_bytes())["plan"] == corpus.plan
+    finally:
+        shutil.rmtree(mountpoint.parent, ignore_errors=True)

@@ -228,6 +228,10 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
             group=settings.group,
             on_ready=on_ready,
             symlinks=settings.symlinks,
+            # status.json shows the queue and alarms; a source that no longer
+            # matches the index (seen by the mount at open) is looked at again.
+            extra_status=lambda: {"ingest": live.ingest.status()} if live else {},
+            on_source_changed=live.ingest.check_file,
         )
     finally:
         notifier.stopping("stopping: finishing the current batch")

@@ -7,6 +7,7 @@ In CI (CI=true) a test that cannot mount fails instead of skipping
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -167,6 +168,9 @@ def test_copied_file_appears_in_the_mount_and_sigterm_unmounts(
         served = mnt / "by-sop" / f"{sop_uid(ct_files[0])}.dcm"
         wait_for(served.exists, DEADLINE, f"{served} in the mount")
         assert served.read_bytes() == ct_files[0].read_bytes()
+        status = json.loads((mnt / ".dicomfs" / "status.json").read_bytes())
+        assert status["instances"] == 1 and status["ingest"]["queued"] == 0
+        assert status["ingest"]["alarms"] == []
         assert serve.terminate() == 0
         assert mount_state(mnt) == "plain"
         assert "unmounted" in serve.log()

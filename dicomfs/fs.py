@@ -81,6 +81,7 @@ _FUSE_FILL_DIR_PLUS = 1 << 1  # enum fuse_fill_dir_flags (fuse.h)
 _FUSE_CAP_READDIRPLUS_AUTO = 1 << 14  # fuse_common.h
 _FUSE_CAP_SPLICE_WRITE = 1 << 7  # reply data spliced from our descriptor to /dev/fuse
 _FUSE_CAP_SPLICE_MOVE = 1 << 8
+_FUSE_CAP_CACHE_SYMLINKS = 1 << 23  # the kernel keeps readlink answers (--symlinks)
 _FUSE_BUF_IS_FD = 1 << 1  # fuse_common.h, enum fuse_buf_flags
 _FUSE_BUF_FD_SEEK = 1 << 2
 # The kernel asks for up to this much ahead of a sequential reader.
@@ -251,7 +252,9 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             conn.want &= ~_FUSE_CAP_READDIRPLUS_AUTO
             # read_buf hands libfuse our descriptor: let it splice the bytes
             # straight to the kernel instead of copying them through Python.
-            conn.want |= conn.capable & (_FUSE_CAP_SPLICE_WRITE | _FUSE_CAP_SPLICE_MOVE)
+            conn.want |= conn.capable & (
+                _FUSE_CAP_SPLICE_WRITE | _FUSE_CAP_SPLICE_MOVE | _FUSE_CAP_CACHE_SYMLINKS
+            )
             conn.max_readahead = min(conn.max_readahead, _MAX_READAHEAD) or _MAX_READAHEAD
         # The session pointer lets another thread end the loop (exit_loop).
         self._fuse_ptr = mfusepy._libfuse.fuse_get_context().contents.fuse

@@ -323,7 +323,8 @@ class IndexReader:
     """
 
     def __init__(self, path: Path | str, *, _conn: sqlite3.Connection | None = None) -> None:
-        self.path = Path(path)
+        # Absolute: the FUSE loop may change the working directory to "/".
+        self.path = Path(os.path.abspath(path))
         if _conn is not None:
             self._conn = _conn
             return

@@ -197,6 +197,9 @@ def run_mount(
     ``symlinks`` presents source files as symbolic links to their paths.
     """
     mountpoint = Path(os.path.abspath(mountpoint))
+    # Readers are opened later, from FUSE threads, after libfuse may have
+    # changed the working directory: a relative index path would not resolve.
+    index_path = Path(os.path.abspath(index_path))
     _check_mountpoint(mountpoint)
     gid = _group_id(group)
     IndexReader(index_path).close()  # fail now with the index's own message
@@ -232,6 +235,25 @@ def run_mount(
     return 0
 
 
+READAHEAD_KB = 1024
+
+
+def _raise_readahead(mountpoint: Path) -> None:
+    """Let the kernel read a whole 0.5 MB image in one request, not four.
+
+    FUSE mounts get a 128 KB readahead window; each window is a round trip
+    to this daemon. Raising it (root only, through the mount's backing
+    device in sysfs) roughly halved the first read of a CT slice here.
+    """
+    try:
+        dev = os.stat(mountpoint).st_dev
+        Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb").write_text(
+            f"{READAHEAD_KB}\n"
+        )
+    except OSError as exc:
+        log.debug("readahead left at the kernel default: %s", exc)
+
+
 def _supervise(
     runner: _Runner, on_ready: Callable[[], None] | None, stop_event: threading.Event | None
 ) -> None:
@@ -249,6 +271,7 @@ def _supervise(
         elif runner.ready.is_set() and not announced:
             announced = True
             log.info("mounted %s", runner.mountpoint)
+            _raise_readahead(runner.mountpoint)
             if on_ready is not None:
                 on_ready()
     runner.thread.join()

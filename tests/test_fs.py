@@ -739,3 +739,11 @@ def test_symlinks_mode_links_to_the_sources() -> None:
             assert json.loads((plan_dir / "manifest.json").read_bytes())["plan"] == corpus.plan
     finally:
         shutil.rmtree(mountpoint.parent, ignore_errors=True)
+
+
+@pytest.mark.fuse
+def test_readahead_window_is_raised(shared: Setup) -> None:
+    """One request per CT slice instead of four (mount._raise_readahead)."""
+    dev = os.stat(shared.mount.mountpoint).st_dev
+    sysfs = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    wait_for(lambda: sysfs.read_text().strip() == "1024", 10, "read_ahead_kb to be 1024")

@@ -41,8 +41,8 @@ from fuse_helpers import (
 from dicomfs.errors import MountError
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.mount import is_stale_mount
-from dicomfs.records import FileResult, FileStat, Instance
 from dicomfs.names import synthetic_name
+from dicomfs.records import FileResult, FileStat, Instance
 from dicomfs.view import DirNode, View
 
 pytestmark = pytest.mark.fuse

@@ -22,8 +22,8 @@ from dicomfs.records import (
     FileStat,
     Instance,
     Level,
-    RejectKind,
     Rejection,
+    RejectKind,
     Role,
 )
 

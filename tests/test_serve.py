@@ -356,10 +356,12 @@ def test_serve_receives_cstore_into_the_mount(
     serve.start()
     try:
         wait_for(
-            lambda: subprocess.run(
-                ["echoscu", "-aec", "DICOMFS", "127.0.0.1", str(port)], capture_output=True
-            ).returncode
-            == 0,
+            lambda: (
+                subprocess.run(
+                    ["echoscu", "-aec", "DICOMFS", "127.0.0.1", str(port)], capture_output=True
+                ).returncode
+                == 0
+            ),
             DEADLINE,
             "the receiver to answer C-ECHO",
         )

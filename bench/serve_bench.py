@@ -130,17 +130,21 @@ def main() -> None:
 
         reader = IndexReader(index)
         before = reader.status().instances
+        # The burst arrives as renames from a folder on the same filesystem, as
+        # a receiver or an rsync writes them: copying 0.5 MB files one by one
+        # would measure the copy, not the ingest.
         started = time.perf_counter()
         for path in burst:
-            shutil.copy(path, src / f"burst-{path.name}")
-        copy_seconds = time.perf_counter() - started
+            os.rename(path, src / f"burst-{path.name}")
+        move_seconds = time.perf_counter() - started
         wait_until(lambda: reader.status().instances >= before + len(burst), 600, 0.01)
         burst_seconds = time.perf_counter() - started
         burst_rate = len(burst) / burst_seconds
         rows.append(
             [
-                f"burst of {len(burst):,} files: ingest rate (copying took {copy_seconds:.1f} s)",
-                f"{burst_rate:,.0f} files/s vs `dicomfs index` "
+                f"burst of {len(burst):,} files renamed in (in {move_seconds:.2f} s): "
+                "first rename -> all indexed",
+                f"{burst_rate:,.0f} files/s vs `dicomfs index` of the same files "
                 f"{index_rate:,.0f} files/s ({burst_rate / index_rate:.2f}x)",
                 ">= 0.8x",
             ]

@@ -23,6 +23,7 @@ import multiprocessing
 import multiprocessing.context
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -164,25 +165,59 @@ class ScanReport:
 ProgressCallback = Callable[[int, int, int], None]  # (done, total, rejected so far)
 
 
-def parse_many(paths: Sequence[str], workers: int) -> Iterator[FileResult | None]:
+class ParserPool:
+    """Parser processes kept between batches: a daemon pays their start once.
+
+    Starting workers from a forkserver costs a few hundred milliseconds; for
+    a live burst arriving in many small rounds that cost would dominate.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, paths: Sequence[str]) -> Iterator[FileResult | None]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_worker_context())
+        chunksize = max(1, min(64, len(paths) // (self.workers * 8) or 1))
+        return self._pool.map(parse_file, paths, chunksize=chunksize)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def parse_many(
+    paths: Sequence[str], workers: int, pool: ParserPool | None = None
+) -> Iterator[FileResult | None]:
     """Parse in scan order, in worker processes when there are enough files."""
     if workers <= 1 or len(paths) < POOL_THRESHOLD:
         yield from map(parse_file, paths)
         return
-    chunksize = max(1, min(64, len(paths) // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
-        yield from pool.map(parse_file, paths, chunksize=chunksize)
+    if pool is not None:
+        yield from pool.map(paths)
+        return
+    own = ParserPool(workers)
+    try:
+        yield from own.map(paths)
+    finally:
+        own.close()
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
-    """Workers come from a clean forkserver, never from forking this process.
+    """Fork when this process has one thread; otherwise a clean forkserver.
 
-    A forked worker would inherit the caller's memory (the whole file list:
-    RSS doubles per worker) and, under ``serve``, the /dev/fuse descriptor
-    and the locks of the FUSE, watchdog and writer threads: after ``kill -9``
-    an orphaned idle worker would keep the FUSE connection open, so the mount
-    hangs instead of reporting "Transport endpoint is not connected".
+    Forking is the cheapest start (no re-import) and is safe in a
+    single-threaded process such as ``dicomfs index``. Under ``serve`` a
+    forked worker would inherit the /dev/fuse descriptor and the locks of the
+    FUSE, watchdog and writer threads: after ``kill -9`` an orphaned idle
+    worker would keep the FUSE connection open, so the mount hangs instead of
+    reporting "Transport endpoint is not connected". There, workers come
+    from a forkserver that never saw those threads.
     """
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dicomfs.parse"])
     return context
@@ -200,6 +235,7 @@ def reconcile(
     batch_size: int = 500,
     progress: ProgressCallback | None = None,
     remove_vanished: bool = True,
+    pool: ParserPool | None = None,
 ) -> ScanReport:
     """Bring the index level with the source folders; the work of ``dicomfs index``."""
     started = time.monotonic()
@@ -215,7 +251,7 @@ def reconcile(
     present = {st.path for st in seen.files}
     # Oldest first: when two files claim one SOP UID, the copy that arrived
     # first serves it, as it would have if the daemon had been watching.
-    changed = [st for st in seen.files if known.get(st.path) != st.skip_key]
+    changed = [st for st in seen.files if known.get(st.path) != st.change_key]
     changed.sort(key=lambda st: (st.mtime_ns, st.path))
     to_parse = [st.path for st in changed]
     report.skipped = report.seen - len(to_parse)
@@ -234,7 +270,7 @@ def reconcile(
     pending_removals: list[str] = sorted(gone)
     batch: list[FileResult] = []
     done = rejected = 0
-    for result in parse_many(to_parse, workers or default_workers()):
+    for result in parse_many(to_parse, workers or default_workers(), pool):
         done += 1
         if result is None:
             report.vanished += 1

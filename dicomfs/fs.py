@@ -48,6 +48,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,14 @@ FUSE_MAJOR: int = mfusepy.fuse_version_major
 FUSE_MINOR: int = mfusepy.fuse_version_minor
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
+# A path whose source changed lately is read with direct I/O: the kernel may
+# still hold the previous source's size for it (attributes live ATTR_TIMEOUT)
+# and would cut cached reads at that size (seen: a replaced file read back at
+# the old length, new bytes). Direct I/O is not limited by the cached size.
+# "Lately": the index wrote the row less than FRESH_SECONDS ago (ATTR_TIMEOUT
+# plus a long batch), or this adapter saw the path's source change less than
+# ATTR_TIMEOUT ago (a promoted duplicate keeps its old row).
+FRESH_SECONDS = 3.0
 _FUSE_READDIR_PLUS = 1 << 0  # enum fuse_readdir_flags (fuse.h)
 _FUSE_FILL_DIR_PLUS = 1 << 1  # enum fuse_fill_dir_flags (fuse.h)
 _FUSE_CAP_READDIRPLUS_AUTO = 1 << 14  # fuse_common.h
@@ -232,6 +241,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         # Per mount path: the source whose bytes the page cache may hold, and
         # the sources of the handles open now.
         self._cached: dict[str, Identity] = {}
+        self._uncached_until: dict[str, float] = {}
         self._open: dict[str, Counter[Identity]] = {}
         self._fuse_ptr: int | None = None
 
@@ -347,22 +357,34 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             fi.direct_io, fi.keep_cache = 1, 0
         else:
             handle = _Handle(path, self.view.open_file(node), None, node.identity)
-            fi.direct_io, fi.keep_cache = self._cache_policy(path, node.identity)
+            fresh = time.time() - node.indexed_at < FRESH_SECONDS
+            fi.direct_io, fi.keep_cache = self._cache_policy(path, node.identity, fresh)
         hid = next(self._ids)
         with self._lock:
             self._handles[hid] = handle
         fi.fh = hid
         return 0
 
-    def _cache_policy(self, path: str, identity: Identity) -> tuple[int, int]:
+    def _cache_policy(self, path: str, identity: Identity, fresh: bool = False) -> tuple[int, int]:
         """(direct_io, keep_cache) for a new handle on ``path``; records it as open."""
+        now = time.monotonic()
         with self._lock:
             if len(self._cached) > _MAX_REMEMBERED:
                 self._cached.clear()  # forgetting only costs a cache refill
+                self._uncached_until.clear()
             others = self._open.setdefault(path, Counter())
             others[identity] += 1
             if any(ident != identity for ident in others):
                 return 1, 1  # an older source is being read: do not touch its pages
+            previous = self._cached.get(path)
+            if previous is not None and previous != identity:
+                self._uncached_until[path] = now + ATTR_TIMEOUT
+            if fresh or now < self._uncached_until.get(path, now):
+                # See FRESH_SECONDS. Forgotten, so the first cached open after
+                # this drops whatever pages the kernel holds for the path.
+                self._cached.pop(path, None)
+                return 1, 0
+            self._uncached_until.pop(path, None)
             if self._cached.get(path) == identity:
                 return 0, 1
             self._cached[path] = identity

@@ -27,6 +27,7 @@ connections (one per thread), WAL lets them read while the writer writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -41,9 +42,14 @@ import sqlite_utils
 
 from dicomfs import __version__
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
-from dicomfs.records import Edge, FileResult, FileStat, Instance, Level, Role
+from dicomfs.records import ChangeKey, Edge, FileResult, FileStat, Instance, Level, Role
 
 SCHEMA_VERSION = 1
+# SQLite's auto-checkpoint cannot restart the WAL while readers keep reading
+# (a busy mount): past this size a batch ends with a checkpoint that waits for
+# the readers of the moment (reliability.md E5).
+WAL_LIMIT = 64 * 1024 * 1024
+WRITER_BUSY_TIMEOUT_MS = 30_000
 
 PLAN_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.481.5",  # RT Plan
@@ -138,6 +144,7 @@ class FileRow:
     uid: int
     gid: int
     mode: int
+    indexed_at: float = 0.0  # time.time() when the index last wrote this row
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +249,9 @@ class ApplyStats:
 
 DigestFunction = Callable[[str], "str | None"]
 
-_FILE_COLUMNS = "f.id, f.path, f.size, f.mtime_ns, f.inode, f.dev, f.uid, f.gid, f.mode"
+_FILE_COLUMNS = (
+    "f.id, f.path, f.size, f.mtime_ns, f.inode, f.dev, f.uid, f.gid, f.mode, f.indexed_at"
+)
 _INSTANCE_COLUMNS = (
     "i.sop_uid, i.sop_class, i.modality, i.patient_id, i.study_uid, i.series_uid, i.for_uid, "
     "i.label, i.dose_summation_type, i.series_description, i.instance_number, i.plan_intent, "
@@ -269,6 +278,7 @@ def _file_row(row: Sequence[Any], offset: int = 0) -> FileRow:
         uid=row[offset + 6],
         gid=row[offset + 7],
         mode=row[offset + 8],
+        indexed_at=row[offset + 9],
     )
 
 
@@ -309,6 +319,63 @@ def _edge_row(row: Sequence[Any]) -> EdgeRow:
     )
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+# Primary result codes (sqlite3.h) of a damaged file, as opposed to a busy,
+# full or unreadable one: only these make the index untrustworthy.
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+_SQLITE_FULL = 13
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True when SQLite says the index file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, IndexCorruptError) and exc.__cause__ is not None:
+        code = getattr(exc.__cause__, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == _SQLITE_FULL
+
+
+def set_aside(path: Path) -> Path:
+    """Replace the index at ``path`` by a new, empty one; return where the old one went.
+
+    The old file is kept for inspection (a hard link) with its -wal/-shm
+    renamed beside it: connections still open on it keep a consistent file,
+    and the new index never shares their WAL. The new index gets its schema
+    under a temporary name and is renamed over ``path``, so a reader that
+    opens ``path`` meanwhile finds the old file or the new one, never none.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    for n in range(1, 1000):
+        if not any(os.path.lexists(f"{target}{s}") for s in ("", "-wal", "-shm")):
+            break
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+    fresh = path.with_name(f".{path.name}.new-{os.getpid()}")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{fresh}{suffix}")
+    IndexWriter(fresh).close()  # the last connection: its -wal and -shm go with it
+    with contextlib.suppress(FileNotFoundError):
+        os.link(path, target)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{target}{suffix}")
+    os.replace(fresh, path)
+    return target
+
+
 def default_index_path() -> Path:
     """``$XDG_DATA_HOME/dicomfs/index.sqlite`` (``~/.local/share`` when unset)."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
@@ -327,6 +394,7 @@ class IndexReader:
         self.path = Path(os.path.abspath(path))
         if _conn is not None:
             self._conn = _conn
+            self.identity = _file_identity(self.path)
             return
         if not self.path.exists():
             raise IndexUnavailableError(
@@ -343,6 +411,7 @@ class IndexReader:
             )
             conn.execute("PRAGMA query_only = 1")
             self._conn = conn
+            self.identity = _file_identity(self.path)
             self._check_schema()
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(f"cannot read index {self.path}: {exc}") from exc
@@ -363,6 +432,15 @@ class IndexReader:
 
     def close(self) -> None:
         self._conn.close()
+
+    def is_current(self) -> bool:
+        """False once the file at ``path`` is no longer the file this connection opened.
+
+        The index was deleted, replaced, or moved aside and rebuilt (see
+        ``Ingest``): the connection would go on answering from the old file,
+        so readers reopen (reliability.md E6).
+        """
+        return self.identity is not None and _file_identity(self.path) == self.identity
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(sql, params).fetchall()
@@ -510,12 +588,12 @@ class IndexReader:
 
     # -- files -----------------------------------------------------------
 
-    def file_keys(self) -> dict[str, tuple[int, int, int]]:
-        """path -> (size, mtime_ns, inode) for every known file: the reconcile skip key."""
+    def file_keys(self) -> dict[str, ChangeKey]:
+        """path -> ``FileStat.change_key`` of every known file: the reconcile skip key."""
         return {
-            _decode_path(path): (size, mtime_ns, inode)
-            for path, size, mtime_ns, inode in self._all(
-                "SELECT path, size, mtime_ns, inode FROM files"
+            _decode_path(path): (size, mtime_ns, inode, mode & 0o7777, uid, gid)
+            for path, size, mtime_ns, inode, mode, uid, gid in self._all(
+                "SELECT path, size, mtime_ns, inode, mode, uid, gid FROM files"
             )
         }
 
@@ -598,7 +676,10 @@ class IndexWriter(IndexReader):
             os.close(fd)
         try:
             conn = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=WRITER_BUSY_TIMEOUT_MS / 1000,
             )
             conn.execute("PRAGMA journal_mode = WAL")
             # Derived data: NORMAL may lose the last commits on power loss but
@@ -638,7 +719,8 @@ class IndexWriter(IndexReader):
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     def set_meta(self, key: str, value: str) -> None:
@@ -673,9 +755,32 @@ class IndexWriter(IndexReader):
                     self._store(item, digest, stats)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR):
+                # a second ROLLBACK would hide the real error behind "no transaction".
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
+            try:
+                wal = os.path.getsize(f"{self.path}-wal")
+            except OSError:
+                wal = 0
+            if wal > WAL_LIMIT:
+                self._restart_wal()
         return stats
+
+    def _restart_wal(self) -> None:
+        """Checkpoint and restart the WAL, waiting briefly for the readers of the moment.
+
+        Mount readers hold no transaction across calls, so a short wait lets
+        each finish its statement; a reader that holds a transaction open (a
+        user's sqlite3 shell) costs this batch 0.2 s, not the busy timeout.
+        """
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout = 200")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS}")
 
     def _remove(self, raw_path: bytes, digest: DigestFunction | None) -> int:
         conn = self._conn

@@ -18,24 +18,34 @@ Parsing and writing happen on the worker thread, with the process pool of
 ``scan.parse_many`` for bursts; each batch is one ``IndexWriter.apply``
 transaction. Full reconciles (start, timer, lost events, observer restart)
 run on the same thread, so there is one writer (E1).
+
+The index is a cache and is never trusted once damaged (E6). Every second
+the worker compares the index file with what it last wrote: a file that
+vanished or was replaced, or that changed behind our back and fails
+``PRAGMA quick_check``, or SQLite reporting SQLITE_CORRUPT/NOTADB, makes the
+worker move the file aside, open a new index and reconcile from scratch.
+Readers reopen by themselves (``IndexReader.is_current``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import sqlite3
 import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from dicomfs import scan
-from dicomfs.errors import DicomfsError
-from dicomfs.index import IndexWriter
-from dicomfs.records import FileResult, Rejection, RejectKind
+from dicomfs.errors import DicomfsError, IndexCorruptError, IndexUnavailableError
+from dicomfs.index import IndexReader, IndexWriter, is_damage, is_disk_full, set_aside
+from dicomfs.records import ChangeKey, FileResult, Rejection, RejectKind
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +56,8 @@ _GONE = (errno.ENOENT, errno.ENOTDIR)
 # After a failed reconcile or index write, wait before trying again: a full
 # disk or a vanished volume would otherwise turn the worker into a busy loop.
 RETRY_DELAY = 30.0
+# How often the idle worker checks that the index file is still the one it writes.
+INDEX_CHECK_INTERVAL = 1.0
 # One round takes up to this many batches of due paths: a burst is parsed by
 # one process pool (its start-up is paid once) and written batch by batch.
 ROUND_BATCHES = 8
@@ -92,6 +104,7 @@ class Counters:
     batches: int = 0
     reconciles: int = 0
     errors: int = 0
+    rebuilds: int = 0
 
 
 class _Stopping(Exception):
@@ -138,7 +151,11 @@ class Ingest:
         self._last_put = float("-inf")
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._known: dict[str, tuple[int, int, int]] = {}
+        self._known: dict[str, ChangeKey] = {}
+        self._index_seen: tuple[int, int, int, int] | None = None
+        self._next_index_check = 0.0
+        self._rebuild_pending: str | None = None
+        self._own_writer = False  # True once the worker opened a writer of its own
         self.counters = Counters()
         self.alarms: list[str] = []
         self.last_reconcile: scan.ScanReport | None = None
@@ -154,6 +171,17 @@ class Ingest:
 
     def check_dir(self, path: str) -> None:
         self._put(DIR, path)
+
+    def recheck(self, path: str) -> None:
+        """Look at ``path`` again (the mount found it changed, C5).
+
+        Unlike an event, a repeat never postpones a look already queued: a
+        reader retrying its open in a loop must not starve the re-index.
+        """
+        with self._cond:
+            if (FILE, path) in self._pending:
+                return
+        self._put(FILE, path)
 
     def _put(self, kind: str, path: str) -> None:
         with self._cond:
@@ -244,20 +272,23 @@ class Ingest:
 
     def _run(self) -> None:
         try:
+            self._verify_at_start()
             self._known = self._writer.file_keys()
+            self._index_seen = _fingerprint(self._writer.path)
             while True:
                 job = self._next_job()
                 if job is None:
                     return
                 try:
+                    self._check_index()
                     if isinstance(job, _ReconcileRequest):
                         self._run_reconcile(job)
-                    else:
+                    elif job:
                         self._run_round(job)
-                except Exception:
+                    self._index_seen = _fingerprint(self._writer.path)  # our own writes
+                except Exception as exc:
                     self.counters.errors += 1
-                    log.exception("ingest round failed; a full reconcile will catch up")
-                    self.request_reconcile("ingest error", delay=RETRY_DELAY)
+                    self._failed(exc)
                 finally:
                     with self._cond:
                         self._busy = False
@@ -265,12 +296,94 @@ class Ingest:
         except BaseException:
             log.critical("ingest worker died: the index is no longer updated", exc_info=True)
             raise
+        finally:
+            if self._own_writer:
+                with contextlib.suppress(sqlite3.Error):
+                    self._writer.close()
+
+    def _failed(self, exc: Exception) -> None:
+        if is_damage(exc):
+            self._rebuild_pending = f"is damaged ({exc})"
+            try:
+                self._check_index()
+            except Exception:
+                log.exception("rebuilding the index failed; trying again at the next check")
+            return
+        if is_disk_full(exc):
+            # The batch was rolled back as a whole; the reconcile redoes it.
+            log.error(
+                "cannot write the index %s: %s; nothing of this batch was applied, "
+                "retrying in %.0f s",
+                self._writer.path,
+                exc,
+                RETRY_DELAY,
+            )
+        else:
+            log.exception("ingest round failed; a full reconcile will catch up")
+        self.request_reconcile("ingest error", delay=RETRY_DELAY)
+
+    # -- the index itself (reliability.md E6) ------------------------------------------
+
+    def _verify_at_start(self) -> None:
+        """The index may have been damaged while nobody ran: check it once, fully."""
+        try:
+            verdict = _verify(self._writer.path)
+            if verdict is not None:
+                self._rebuild(f"is damaged ({verdict})")
+        except Exception:
+            log.exception("could not check the index %s at start", self._writer.path)
+
+    def _check_index(self) -> None:
+        """Rebuild the index when its file vanished, was replaced or is damaged."""
+        if self._rebuild_pending is not None:
+            self._rebuild(self._rebuild_pending)
+            return
+        path = self._writer.path
+        now = _fingerprint(path)
+        # Deletion and replacement are judged against the file the writer
+        # opened, so one that happened during a job is not taken for our own.
+        if now is None:
+            problem = "was deleted"
+        elif now[:2] != self._writer.identity:
+            problem = "was replaced by another file"
+        elif now == self._index_seen:
+            return
+        else:
+            verdict = _verify(path)
+            if verdict is None:
+                self._index_seen = now  # another process wrote to it, correctly
+                return
+            problem = f"was changed by another process and is damaged ({verdict})"
+        self._rebuild(problem)
+
+    def _rebuild(self, problem: str) -> None:
+        """Move the old index aside, open a new one and reconcile every source into it."""
+        path = self._writer.path
+        self._rebuild_pending = problem
+        self._alarm(f"the index {path} {problem}: rebuilding it from the source folders")
+        with contextlib.suppress(sqlite3.Error):
+            self._writer.close()
+        aside = set_aside(path)
+        if os.path.lexists(aside):
+            log.error("kept the old index as %s", aside)
+        self._writer = IndexWriter(path)
+        self._own_writer = True
+        self._rebuild_pending = None
+        self._known = {}
+        self._index_seen = _fingerprint(path)
+        self.counters.rebuilds += 1
+        self.request_reconcile("index rebuilt")
 
     def _next_job(self) -> _ReconcileRequest | list[tuple[str, _Entry]] | None:
+        """The next reconcile or round of due paths; an empty round is the index check."""
         with self._cond:
             while not self._stopping:
                 now = self._clock()
-                waits: list[float] = []
+                if now >= self._next_index_check:
+                    self._next_index_check = now + INDEX_CHECK_INTERVAL
+                    self._busy = True
+                    return []
+                waits: list[float] = [self._next_index_check - now]
                 request = self._reconcile
                 if request is not None:
                     if request.not_before <= now:
@@ -352,20 +465,16 @@ class Ingest:
             return
         if entry.kind == CREATED and st.st_nlink < 2:
             return  # a new, probably half-written file: its close event will come
-        self._consider(path, st.st_size, st.st_mtime_ns, st.st_ino, entry.seen, work)
+        self._consider(path, scan.file_stat(path, st).change_key, entry.seen, work)
 
     def _consider(
-        self,
-        path: str,
-        size: int,
-        mtime_ns: int,
-        inode: int,
-        seen: tuple[int, int] | None,
-        work: _Round,
+        self, path: str, key: ChangeKey, seen: tuple[int, int] | None, work: _Round
     ) -> None:
-        if self._known.get(path) == (size, mtime_ns, inode):
+        """``key`` is ``FileStat.change_key``: size, mtime_ns, inode, mode, uid, gid."""
+        if self._known.get(path) == key:
             self.counters.unchanged += 1
             return
+        size, mtime_ns = key[0], key[1]
         if not self._settled(size, mtime_ns, seen):
             self.counters.deferred += 1
             self._requeue(FILE, path, (size, mtime_ns))
@@ -402,7 +511,7 @@ class Ingest:
         )
         for f in seen.files:
             self.counters.looks += 1
-            self._consider(f.path, f.size, f.mtime_ns, f.inode, None, work)
+            self._consider(f.path, f.change_key, None, work)
 
     # -- parse and write -------------------------------------------------------------------
 
@@ -457,7 +566,7 @@ class Ingest:
         self.counters.rejected += stats.rejected
         self.counters.removed += stats.removed
         for item in batch:
-            self._known[item.stat.path] = item.stat.skip_key
+            self._known[item.stat.path] = item.stat.change_key
         for path in removed:
             self._known.pop(path, None)
 
@@ -522,3 +631,37 @@ class Ingest:
         log.error("ALARM: %s", message)
         self.alarms.append(message)
         del self.alarms[:-20]
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime_ns) of the index file, None when it is gone."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _verify(path: Path) -> str | None:
+    """None when a fresh connection finds the index sound, else what is wrong.
+
+    Busy or locked is not damage: that error propagates and the check runs again.
+    """
+    try:
+        reader = IndexReader(path)
+    except IndexUnavailableError:
+        return "it vanished"
+    except IndexCorruptError as exc:
+        return str(exc)
+    try:
+        verdict = reader.quick_check()
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            return str(exc)
+        raise
+    finally:
+        reader.close()
+    if verdict == "ok":
+        return None
+    first = verdict.splitlines()[0] if verdict else "no answer"
+    return first[:200]  # quick_check may list thousands of pages

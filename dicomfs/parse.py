@@ -14,16 +14,23 @@ D2). Instead it drives pydicom's element reader directly, the way
 * bounded deflate: inflated size is checked in a streaming pass before the
   dataset is inflated into memory.
 
-Pure: no database, no globals written, no pydicom configuration changed.
+Pure: no database, no pydicom configuration changed. One process-wide
+setting is made at import, in every process that parses (the CLI and the
+parse workers): pydicom's warnings and log records are never shown, since
+they quote values read from files ("Unknown encoding 'ISO_IR <value>'"),
+which may be patient data (reliability.md I2). Problems reach users as
+flags and rejection reasons instead.
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import re
 import stat
+import warnings
 import zlib
 from itertools import compress, islice, repeat
 from operator import attrgetter, is_
@@ -57,6 +64,10 @@ from dicomfs.references import (
     extract_edges,
     keyword,
 )
+
+# Warnings attributed to pydicom, or to our modules that call it (stacklevel).
+warnings.filterwarnings("ignore", module=r"(pydicom|dicomfs\.(parse|references))(\.|$)")
+logging.getLogger("pydicom").addFilter(lambda record: False)
 
 # Values longer than this are skipped by seeking instead of read (pixel data).
 DEFER_SIZE = 64 * 1024

@@ -153,6 +153,10 @@ class Rejection:
 ParseResult = Instance | Rejection
 
 
+# FileStat.change_key: size, mtime_ns, inode, permission bits, uid, gid.
+ChangeKey = tuple[int, int, int, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class FileStat:
     """What the scan saw of a source file; the skip key is (size, mtime_ns, inode)."""
@@ -169,6 +173,16 @@ class FileStat:
     @property
     def skip_key(self) -> tuple[int, int, int]:
         return (self.size, self.mtime_ns, self.inode)
+
+    @property
+    def change_key(self) -> ChangeKey:
+        """``skip_key`` plus what the mount mirrors: permission bits, owner, group.
+
+        chmod and chown change neither size, mtime nor inode, and no event
+        the watcher asks for reports them; without these the mount would go
+        on showing a file's old mode and owner (reliability.md F1).
+        """
+        return (self.size, self.mtime_ns, self.inode, self.mode & 0o7777, self.uid, self.gid)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from dicomfs import __version__, scan
 from dicomfs.config import Settings
-from dicomfs.errors import ConfigError, DicomfsError
-from dicomfs.index import IndexReader, IndexWriter
+from dicomfs.errors import ConfigError, DicomfsError, IndexCorruptError
+from dicomfs.index import IndexReader, IndexWriter, is_damage, set_aside
 from dicomfs.ingest import Ingest, ProgressSink
 from dicomfs.notify import Notifier
 from dicomfs.watch import Watcher
@@ -140,6 +140,9 @@ class LiveIndex:
     def status_line(self) -> str:
         counts = self.ingest.status()
         text = f"{counts['queued']} queued, {counts['indexed']} indexed since start"
+        if self._reader is not None and not self._reader.is_current():
+            self._reader.close()  # the index was rebuilt (reliability.md E6)
+            self._reader = None
         try:
             if self._reader is None:
                 self._reader = IndexReader(self.settings.index)
@@ -162,6 +165,22 @@ def _create_mountpoint(mountpoint: Path) -> None:
         # A stale FUSE mount answers ENOTCONN/EEXIST here; run_mount clears it
         # and reports anything else with a clear message.
         log.debug("cannot create %s: %s", mountpoint, exc)
+
+
+def _open_index(path: Path) -> IndexWriter:
+    """The writer; an index SQLite calls damaged is moved aside and rebuilt (E6)."""
+    try:
+        return IndexWriter(path)
+    except IndexCorruptError as exc:
+        if not is_damage(exc):
+            raise  # another schema version or not a dicomfs index: the user decides
+        log.error(
+            "the index %s is damaged (%s): kept it as %s; rebuilding it from the source folders",
+            path,
+            exc.__cause__,
+            set_aside(path),
+        )
+        return IndexWriter(path)
 
 
 def _receiver_store(settings: Settings) -> Path | None:
@@ -193,7 +212,7 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
     mountpoint = Path(settings.mountpoint)
     _create_mountpoint(mountpoint)
     receiver_store = _receiver_store(settings)
-    writer = IndexWriter(settings.index)
+    writer = _open_index(settings.index)
     live: LiveIndex | None = None
     receiver = None
     try:
@@ -231,7 +250,7 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
             # status.json shows the queue and alarms; a source that no longer
             # matches the index (seen by the mount at open) is looked at again.
             extra_status=lambda: {"ingest": live.ingest.status()} if live else {},
-            on_source_changed=live.ingest.check_file,
+            on_source_changed=live.ingest.recheck,
         )
     finally:
         notifier.stopping("stopping: finishing the current batch")

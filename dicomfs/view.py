@@ -34,7 +34,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from dicomfs import __version__, graph
@@ -53,6 +53,9 @@ from dicomfs.report import (
 log = logging.getLogger(__name__)
 
 GENERATED_MODE = 0o440
+# How often a thread's reader checks that the index file is still the one it
+# opened (deleted, replaced or rebuilt: reopen, never answer from the old file).
+READER_CHECK_INTERVAL = 1.0
 _MAX_PATH = 4096
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -108,6 +111,7 @@ class FileNode:
     inode: int
     dev: int
     content: bytes | None = None
+    indexed_at: float = field(default=0.0, compare=False)  # when the index wrote the row
 
     @property
     def identity(self) -> tuple[str | None, int, int, int, int]:
@@ -164,6 +168,13 @@ def open_source(node: FileNode) -> int:
         seen = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
         if not stat.S_ISREG(st.st_mode) or seen != (node.inode, node.dev, node.size, node.mtime_ns):
             raise SourceChanged(f"{display_path(node.real_path)} changed since it was indexed")
+        # chmod/chown since indexing: the kernel checked the mirrored, stale
+        # mode and owner (default_permissions), so they must still hold (F1).
+        access = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & 0o555)
+        if access != (node.uid, node.gid, node.mode):
+            raise SourceChanged(
+                f"{display_path(node.real_path)} changed owner or mode since it was indexed"
+            )
     except BaseException:
         os.close(fd)
         raise
@@ -245,6 +256,7 @@ class View:
     ) -> None:
         self._factory = reader_factory
         self._readers: dict[int, IndexReader] = {}
+        self._checked: dict[int, float] = {}
         self._lock = threading.Lock()
         self.dir_uid, self.dir_gid, self.dir_mode = dir_uid, dir_gid, dir_mode & 0o7777
         self.mount_time_ns = mount_time_ns
@@ -256,10 +268,20 @@ class View:
     def reader(self) -> IndexReader:
         ident = threading.get_ident()
         reader = self._readers.get(ident)
+        now = time.monotonic()
+        if reader is not None and now - self._checked.get(ident, now) >= READER_CHECK_INTERVAL:
+            self._checked[ident] = now
+            if not reader.is_current():  # reliability.md E6
+                log.warning("the index file %s changed: reopening it", reader.path)
+                with self._lock:
+                    self._readers.pop(ident, None)
+                reader.close()
+                reader = None
         if reader is None:
             reader = self._factory()
             with self._lock:
                 self._readers[ident] = reader
+            self._checked[ident] = now
         return reader
 
     def close(self) -> None:
@@ -327,7 +349,10 @@ class View:
     def _file(name: str, inst: InstanceRow | ListingRow) -> FileNode:
         f = inst.file
         mode = stat.S_IMODE(f.mode) & 0o555  # write and set-id bits never pass
-        return FileNode(name, f.path, f.size, f.mtime_ns, f.uid, f.gid, mode, f.inode, f.dev)
+        return FileNode(
+            name, f.path, f.size, f.mtime_ns, f.uid, f.gid, mode, f.inode, f.dev,
+            indexed_at=f.indexed_at,
+        )  # fmt: skip
 
     # -- resolution ---------------------------------------------------------
 

@@ -39,7 +39,7 @@ def main(argv):
 INDEX = """
 import os, time
 from dicomfs.index import IndexWriter
-from dicomfs.scan import reconcile
+from dicomfs.live.scan import reconcile
 
 def main(argv):
     root, index, workers = argv[0], argv[1], int(argv[2])
@@ -53,7 +53,7 @@ def main(argv):
 
 
 def generate(data: Path, files: int, rows: int) -> None:
-    from dicomfs.demo import write_ct_series, write_demo
+    from dicomfs.demo.patients import write_ct_series, write_demo
 
     marker = data / f".complete-{files}-{rows}"
     if marker.exists():

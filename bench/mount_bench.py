@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, drop_caches, machine_line, table, write_section
 
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.scan import reconcile
+from dicomfs.live.scan import reconcile
 
 
 def dataset(work: Path, files: int, rows: int) -> Path:
-    from dicomfs.demo import write_ct_series
+    from dicomfs.demo.patients import write_ct_series
 
     data = work / f"ct-{files}-{rows}"
     marker = data / f".complete-{files}-{rows}"
@@ -56,7 +56,15 @@ def build_index(data: Path, index: Path) -> None:
 def mounted(index: Path, mountpoint: Path, *extra: str) -> Iterator[Path]:
     mountpoint.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomfs.mount", str(mountpoint), "--index", str(index), *extra],
+        [
+            sys.executable,
+            "-m",
+            "dicomfs.fuse.mount",
+            str(mountpoint),
+            "--index",
+            str(index),
+            *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

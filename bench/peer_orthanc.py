@@ -122,7 +122,7 @@ class BenchData:
 
 
 def generate(work: Path, ct: int, rows: int, plan_ct: int) -> BenchData:
-    from dicomfs.demo import demo_uid, write_ct_series, write_demo
+    from dicomfs.demo.patients import demo_uid, write_ct_series, write_demo
 
     root = work / f"orthanc-{ct}-{rows}-{plan_ct}"
     marker = work / f"{root.name}.complete"  # outside: storescu sends every file of root
@@ -149,7 +149,7 @@ def generate(work: Path, ct: int, rows: int, plan_ct: int) -> BenchData:
 
 def _demo_uids(rt: Path, plan_ct: int, rows: int) -> dict[str, str]:
     """Plan and study UIDs of the demo patient, by writing it again into a scratch folder."""
-    from dicomfs.demo import write_demo
+    from dicomfs.demo.patients import write_demo
 
     with tempfile.TemporaryDirectory(prefix="dicomfs-bench-uids-") as scratch:
         patient = write_demo(
@@ -296,7 +296,7 @@ def mounted(index: Path, mountpoint: Path) -> Iterator[Path]:
     log = mountpoint.parent / "mount.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dicomfs.mount", str(mountpoint), "--index", str(index)],
+            [sys.executable, "-m", "dicomfs.fuse.mount", str(mountpoint), "--index", str(index)],
             stdout=out,
             stderr=out,
         )

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, machine_line, table, write_section
 
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.scan import reconcile
+from dicomfs.live.scan import reconcile
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -72,7 +72,7 @@ def wait_until(predicate, timeout: float, step: float = 0.001) -> float:  # type
 
 
 def main() -> None:
-    from dicomfs.demo import write_ct_series
+    from dicomfs.demo.patients import write_ct_series
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -106,7 +106,7 @@ def main() -> None:
     index = work / "serve.sqlite"
     log = (work / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dicomfs.cli", "serve", str(src), "--mount", str(mnt),
+        [sys.executable, "-m", "dicomfs", "serve", str(src), "--mount", str(mnt),
          "--index", str(index)],
         stdout=log, stderr=log, start_new_session=True,
     )  # fmt: skip

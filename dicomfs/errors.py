@@ -35,3 +35,30 @@ class MountError(DicomfsError):
 
 class ConfigError(DicomfsError):
     """A setting from flags, environment or the config file is invalid."""
+
+
+# Exit codes of every command (README "Commands"). They live here, beside the
+# errors they answer, so each command module maps an error without importing
+# the CLI.
+EXIT_OK = 0
+EXIT_ERROR = 1  # also: a fetch ran but something is still missing
+EXIT_USAGE = 2
+EXIT_UNKNOWN_UID = 3
+EXIT_INDEX = 4
+EXIT_SOURCE = 5
+EXIT_MOUNT = 6
+
+_EXIT_CODES: tuple[tuple[type[DicomfsError], int], ...] = (
+    (UnknownUidError, EXIT_UNKNOWN_UID),
+    (NotAPlanError, EXIT_UNKNOWN_UID),
+    (IndexUnavailableError, EXIT_INDEX),
+    (IndexCorruptError, EXIT_INDEX),
+    (SourceError, EXIT_SOURCE),
+    (MountError, EXIT_MOUNT),
+    (ConfigError, EXIT_USAGE),
+)
+
+
+def exit_code(exc: DicomfsError) -> int:
+    """The documented exit status for an error (1 for any not listed)."""
+    return next((code for cls, code in _EXIT_CODES if isinstance(exc, cls)), EXIT_ERROR)

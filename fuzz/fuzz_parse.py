@@ -24,7 +24,7 @@ from pathlib import Path
 
 def write_seeds(folder: Path) -> int:
     """Small hostile and valid files (the reliability corpus) as starting inputs."""
-    from dicomfs.demo_hostile import write_hostile_corpus
+    from dicomfs.demo.hostile import write_hostile_corpus
 
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -52,7 +52,7 @@ def _deflated_seed() -> bytes:
     from pydicom import dcmread
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    from dicomfs.demo_hostile import ct_bytes
+    from dicomfs.demo.hostile import ct_bytes
 
     ds = dcmread(io.BytesIO(ct_bytes("1.2.3.4", study_uid="1.2.3", series_uid="1.2.3.5")))
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
@@ -76,8 +76,8 @@ def main() -> None:
     warnings.simplefilter("ignore")
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     with atheris.instrument_imports(include=["dicomfs", "pydicom"]):
-        from dicomfs.parse import parse_bytes
-        from dicomfs.records import Instance, Rejection
+        from dicomfs.dicom.parse import parse_bytes
+        from dicomfs.dicom.records import Instance, Rejection
 
     def one_input(data: bytes) -> None:
         result = parse_bytes(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,32 +10,21 @@ import pytest
 
 from dicomfs.index import IndexReader, IndexWriter
 
-REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "real"
-
-
-def real_data_dir() -> Path:
-    """The shared real RT exports; CI lays shared/ beside the clone."""
-    candidates = [
-        Path(os.environ["DICOMFS_REAL_DATA"]) if "DICOMFS_REAL_DATA" in os.environ else None,
-        REAL_DATA,
-        Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "real",
-    ]
-    for candidate in candidates:
-        if candidate is not None and candidate.is_dir():
-            return candidate
-    raise RuntimeError("shared/testdata/real not found beside the repository")
+# Real RT exports written by clinical and research software, kept in the
+# repository (tests/data/real/README.md gives their origin and licences).
+REAL_DATA = Path(__file__).resolve().parent / "data" / "real"
 
 
 @pytest.fixture(scope="session")
 def demo_set(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from dicomfs.demo import write_demo
+    from dicomfs.demo.patients import write_demo
 
     return write_demo(tmp_path_factory.mktemp("demo"), patients=2, hostile=True)
 
 
 @pytest.fixture(scope="session")
 def demo_index(demo_set, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
-    from dicomfs.scan import reconcile
+    from dicomfs.live.scan import reconcile
 
     path = tmp_path_factory.mktemp("demo-index") / "index.sqlite"
     writer = IndexWriter(path)
@@ -49,13 +37,13 @@ def demo_index(demo_set, tmp_path_factory: pytest.TempPathFactory) -> Path:  # t
 def real_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the real exports (tests may not write into shared/)."""
     dest = tmp_path_factory.mktemp("real") / "real"
-    shutil.copytree(real_data_dir(), dest)
+    shutil.copytree(REAL_DATA, dest)
     return dest
 
 
 @pytest.fixture(scope="session")
 def real_index(real_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dicomfs.scan import reconcile
+    from dicomfs.live.scan import reconcile
 
     path = tmp_path_factory.mktemp("real-index") / "index.sqlite"
     writer = IndexWriter(path)

@@ -5,7 +5,7 @@ The corpus is written with pydicom to real files and indexed by handing
 ``IndexWriter.apply``, so view and mount tests do not depend on the parser.
 Every expectation a test checks is derived from the ``Corpus`` returned.
 
-Mounts run ``python -m dicomfs.mount`` in a subprocess, wait for the mount
+Mounts run ``python -m dicomfs.fuse.mount`` in a subprocess, wait for the mount
 with a deadline (never a fixed sleep), dump the daemon's log when it does not
 come up, and unmount with ``fusermount3 -u``.
 """
@@ -31,8 +31,7 @@ from pydicom import config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicomfs.index import IndexWriter
-from dicomfs.records import (
+from dicomfs.dicom.records import (
     Edge,
     FileResult,
     FileStat,
@@ -42,6 +41,7 @@ from dicomfs.records import (
     RejectKind,
     Role,
 )
+from dicomfs.index import IndexWriter
 
 P = "1.2.826.0.1.3680043.10.543."
 CT_CLASS = "1.2.840.10008.5.1.4.1.1.2"
@@ -293,7 +293,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class Mount:
-    """A real ``python -m dicomfs.mount`` daemon on ``mountpoint``."""
+    """A real ``python -m dicomfs.fuse.mount`` daemon on ``mountpoint``."""
 
     def __init__(
         self,
@@ -306,7 +306,14 @@ class Mount:
     ) -> None:
         self.mountpoint = mountpoint
         self.index = index
-        self.args = [sys.executable, "-m", "dicomfs.mount", str(mountpoint), "--index", str(index)]
+        self.args = [
+            sys.executable,
+            "-m",
+            "dicomfs.fuse.mount",
+            str(mountpoint),
+            "--index",
+            str(index),
+        ]
         self.args += ["--allow-other"] if allow_other else []
         self.args += ["--group", group] if group else []
         self.args += ["--symlinks"] if symlinks else []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.cli import build_parser
+from dicomfs.commands.cli import build_parser
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -20,7 +20,7 @@ def dicomfs(*args: str, index: Path | None = None) -> subprocess.CompletedProces
     if index is not None:
         env["DICOMFS_INDEX"] = str(index)
     return subprocess.run(
-        [sys.executable, "-m", "dicomfs.cli", *args],
+        [sys.executable, "-m", "dicomfs", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs import config
-from dicomfs.config import Settings, resolve
 from dicomfs.errors import ConfigError
 from dicomfs.index import default_index_path
+from dicomfs.service import config
+from dicomfs.service.config import Settings, resolve
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from dicomfs.demo import (
+from dicomfs.demo.patients import (
     BIG_ENDIAN,
     DEFLATED,
     EXPLICIT_LE,
@@ -29,7 +29,7 @@ from dicomfs.demo import (
     write_ct_series,
     write_demo,
 )
-from dicomfs.records import UID_PATTERN, RejectKind, is_safe_uid
+from dicomfs.dicom.records import UID_PATTERN, RejectKind, is_safe_uid
 
 RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
 RT_ION_PLAN = "1.2.840.10008.5.1.4.1.1.481.8"

@@ -19,11 +19,13 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from dicomfs import export, graph
-from dicomfs.demo import BIG_ENDIAN, DEFLATED, IMPLICIT_NO_PREAMBLE, write_demo
+from dicomfs.commands import cli
+from dicomfs.commands import export as export_command
+from dicomfs.demo.patients import BIG_ENDIAN, DEFLATED, IMPLICIT_NO_PREAMBLE, write_demo
 from dicomfs.errors import ConfigError, NotAPlanError, UnknownUidError
-from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.scan import reconcile
+from dicomfs.export import media as export
+from dicomfs.index import IndexReader, IndexWriter, graph
+from dicomfs.live.scan import reconcile
 
 PREAMBLE = b"\x00" * 128 + b"DICM"
 
@@ -195,7 +197,7 @@ def test_real_monaco_plan_gets_headers_and_stand_ins(real_copy, real_reader, tmp
 def run_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="dicomfs")
     sub = parser.add_subparsers(dest="command", required=True)
-    export.register(sub)
+    export_command.register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
@@ -213,22 +215,24 @@ def test_registered_subcommand_prints_json(demo_set, demo_index, tmp_path, capsy
     assert {f["sop_uid"] for f in doc["files"]} == set(read_back(dest))
 
 
-def test_module_entry_point_exit_codes(demo_set, demo_index, tmp_path, capsys):
+def test_export_exit_codes(demo_set, demo_index, tmp_path, capsys):
     patient = demo_set.patients[0]
     dest = tmp_path / "media"
-    assert export.main([patient.plan_uid, str(dest), "--index", str(demo_index)]) == 0
+
+    def main(argv: list[str]) -> int:
+        return cli.main(["export", *argv])
+
+    assert main([patient.plan_uid, str(dest), "--index", str(demo_index)]) == 0
     out = capsys.readouterr().out
     assert f"to {dest}" in out and "preamble/File Meta was added" in out
-    assert export.main([patient.plan_uid, str(dest), "--index", str(demo_index)]) == 2
+    assert main([patient.plan_uid, str(dest), "--index", str(demo_index)]) == 2
     assert "not empty" in capsys.readouterr().err
-    assert export.main(["1.2.3.4", str(tmp_path / "x"), "--index", str(demo_index)]) == 3
-    assert export.main(["1.2.3", str(tmp_path / "y"), "--index", str(tmp_path / "none")]) == 4
+    assert main(["1.2.3.4", str(tmp_path / "x"), "--index", str(demo_index)]) == 3
+    assert main(["1.2.3", str(tmp_path / "y"), "--index", str(tmp_path / "none")]) == 4
 
 
 def test_dicomfs_cli_offers_export():
     """cli.build_parser() must call export.register (wiring lives in cli.py)."""
-    from dicomfs import cli
-
     parser = cli.build_parser()
     args = parser.parse_args(["export", "1.2.3", "/tmp/x"])
-    assert args.func is export.cmd_export
+    assert args.func is export_command.cmd_export

@@ -24,11 +24,11 @@ import pytest
 from net_helpers import OUR_AE, PACS_AE, Orthanc, free_port, series_in_store
 from pydicom import dcmread
 
-from dicomfs import graph
-from dicomfs.demo import DemoPatient, DemoSet
+from dicomfs.commands.net import register
+from dicomfs.demo.patients import DemoPatient, DemoSet
 from dicomfs.errors import ConfigError
-from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.net import register
+from dicomfs.index import IndexReader, IndexWriter, graph
+from dicomfs.live.scan import reconcile
 from dicomfs.net.fetch import FetchOptions, fetch
 from dicomfs.net.pacs import (
     PacsAddress,
@@ -37,7 +37,6 @@ from dicomfs.net.pacs import (
     parse_address,
     resolve_pacs,
 )
-from dicomfs.scan import reconcile
 
 # -- fixtures and helpers ----------------------------------------------------------
 

@@ -38,12 +38,12 @@ from fuse_helpers import (
     write_index,
 )
 
+from dicomfs.dicom.records import FileResult, FileStat, Instance
 from dicomfs.errors import MountError
+from dicomfs.fuse.mount import is_stale_mount
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.mount import is_stale_mount
-from dicomfs.names import synthetic_name
-from dicomfs.records import FileResult, FileStat, Instance
-from dicomfs.view import DirNode, View
+from dicomfs.view.names import synthetic_name
+from dicomfs.view.tree import DirNode, View
 
 pytestmark = pytest.mark.fuse
 
@@ -127,7 +127,7 @@ def sha256(path: Path | str) -> str:
 
 
 def test_libfuse_3_is_loaded() -> None:
-    from dicomfs import fs
+    from dicomfs.fuse import fs
 
     assert fs.FUSE_MAJOR == 3
 
@@ -153,9 +153,9 @@ def test_callbacks_map_every_failure_to_an_errno(tmp_path: Path) -> None:
 
     import mfusepy
 
-    from dicomfs import fs
     from dicomfs.errors import IndexUnavailableError
-    from dicomfs.view import NotADirectory, NotFound, SourceChanged
+    from dicomfs.fuse import fs
+    from dicomfs.view.tree import NotADirectory, NotFound, SourceChanged
 
     class Failing(View):
         def __init__(self, exc: BaseException) -> None:
@@ -330,8 +330,8 @@ def test_non_utf8_source_names_are_served(shared: Setup) -> None:
 def test_demo_patients_through_the_mount(tmp_path: Path) -> None:
     """Parser and scanner output (synthetic RT patients, hostile files) served by real tools."""
     require_fuse()
-    from dicomfs.demo import write_demo
-    from dicomfs.scan import reconcile
+    from dicomfs.demo.patients import write_demo
+    from dicomfs.live.scan import reconcile
 
     base = public_dir("dicomfs-fs-demo-")
     demo = write_demo(base / "demo", patients=2, ct_slices=4, hostile=True)
@@ -604,7 +604,7 @@ def test_kill_9_then_restart_clears_the_stale_mount(private: Setup) -> None:
 
 def test_run_mount_in_a_thread_with_stop_event() -> None:
     require_fuse()
-    from dicomfs.mount import run_mount
+    from dicomfs.fuse.mount import run_mount
 
     corpus, index, mountpoint = _corpus("dicomfs-fs-thread-")
     stop, ready = threading.Event(), threading.Event()
@@ -636,7 +636,7 @@ def test_run_mount_in_a_thread_with_stop_event() -> None:
 
 def test_background_mount_returns_once_live() -> None:
     require_fuse()
-    from dicomfs.mount import run_mount, unmount
+    from dicomfs.fuse.mount import run_mount, unmount
 
     corpus, index, mountpoint = _corpus("dicomfs-fs-bg-")
     try:
@@ -652,7 +652,7 @@ def test_background_mount_returns_once_live() -> None:
 
 
 def test_mount_refuses_bad_mountpoints(shared: Setup, tmp_path: Path) -> None:
-    from dicomfs.mount import run_mount
+    from dicomfs.fuse.mount import run_mount
 
     missing = tmp_path / "nope"
     with pytest.raises(MountError, match=f"does not exist: create it with mkdir -p {missing}"):

@@ -11,10 +11,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomfs import graph
+from dicomfs.dicom.records import Level
 from dicomfs.errors import UnknownUidError
-from dicomfs.index import IndexReader
-from dicomfs.records import Level
+from dicomfs.index import IndexReader, graph
 
 
 def uids(members: list[graph.Member]) -> set[str]:
@@ -77,8 +76,8 @@ def test_unknown_uid_is_a_clear_error(demo_reader: IndexReader) -> None:
 
 def test_reindexing_from_scratch_gives_the_same_answers(demo_set, demo_index, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from dicomfs.index import IndexWriter
-    from dicomfs.report import manifest
-    from dicomfs.scan import reconcile
+    from dicomfs.live.scan import reconcile
+    from dicomfs.view.report import manifest
 
     again = tmp_path / "again.sqlite"
     writer = IndexWriter(again)

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.errors import IndexCorruptError, IndexUnavailableError
-from dicomfs.index import SCHEMA_VERSION, IndexReader, IndexWriter
-from dicomfs.records import (
+from dicomfs.dicom.records import (
     Edge,
     FileResult,
     FileStat,
@@ -26,6 +24,8 @@ from dicomfs.records import (
     RejectKind,
     Role,
 )
+from dicomfs.errors import IndexCorruptError, IndexUnavailableError
+from dicomfs.index import SCHEMA_VERSION, IndexReader, IndexWriter
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 PLAN = "1.2.840.10008.5.1.4.1.1.481.5"

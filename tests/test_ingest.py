@@ -19,12 +19,12 @@ import pytest
 from fuse_helpers import wait_for
 from pydicom import dcmread
 
-from dicomfs import scan
-from dicomfs.config import Settings
-from dicomfs.demo import write_ct_series
+from dicomfs.demo.patients import write_ct_series
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.ingest import Ingest
-from dicomfs.serve import LiveIndex
+from dicomfs.live import scan
+from dicomfs.live.ingest import Ingest
+from dicomfs.service.config import Settings
+from dicomfs.service.serve import LiveIndex
 
 SETTLE = 0.1
 DEADLINE = 15.0

@@ -1,4 +1,4 @@
-"""Tests for dicomfs.parse: real exports, rejections, known reference paths, fuzzing.
+"""Tests for dicomfs.dicom.parse: real exports, rejections, known reference paths, fuzzing.
 
 Expected values are read from the files with pydicom (or stated by the
 testdata README), never typed in by hand.
@@ -36,11 +36,11 @@ from pydicom.uid import (
 )
 from pydicom.values import convert_SQ
 
-from dicomfs.parse import MAX_INFLATED_BYTES, parse_bytes, parse_file, parse_fileobj
-from dicomfs.records import Edge, Instance, Level, Rejection, RejectKind, Role, clean_uid
-from dicomfs.references import MAX_WALK_DEPTH, SEQUENCE_TAGS, read_items
+from dicomfs.dicom.parse import MAX_INFLATED_BYTES, parse_bytes, parse_file, parse_fileobj
+from dicomfs.dicom.records import Edge, Instance, Level, Rejection, RejectKind, Role, clean_uid
+from dicomfs.dicom.references import MAX_WALK_DEPTH, SEQUENCE_TAGS, read_items
 
-REAL = Path("/work/shared/testdata/real")
+REAL = Path(__file__).resolve().parent / "data" / "real"
 REAL_FILES = sorted(p for p in REAL.glob("*/*") if p.suffix.lower() == ".dcm")
 MONACO = REAL / "monaco-tinyvmat"
 MIM = REAL / "mim-struct-ct"

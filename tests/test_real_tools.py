@@ -40,8 +40,7 @@ from fuse_helpers import REPO, mounted, public_dir
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
-from dicomfs import graph
-from dicomfs.index import IndexReader
+from dicomfs.index import IndexReader, graph
 
 UID_IN_NAME = re.compile(r"^[A-Z0-9]+_(?P<uid>[0-9.]+)\.dcm$")
 DICOMPYLER_PROBE = "import dicompylercore.dicomparser, dicompylercore.dvhcalc"
@@ -410,7 +409,7 @@ def test_export_dicomdir_reads_back_in_pydicom_and_dcmtk(
         reader.close()
     for number, plan in enumerate(plans):
         dest = tmp_path / f"media-{number}"
-        done = run([sys.executable, "-m", "dicomfs.cli", "export", plan, dest, "--index", index])
+        done = run([sys.executable, "-m", "dicomfs", "export", plan, dest, "--index", index])
         assert done.returncode == 0, done.stdout + done.stderr
         expected = {plan, *(m.sop_uid for m in packages[plan].references)}
 

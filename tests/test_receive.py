@@ -1,6 +1,6 @@
 """The C-STORE receiver against dcmtk's storescu/echoscu on loopback.
 
-Every expectation comes from the demo patients (dicomfs.demo); the store
+Every expectation comes from the demo patients (dicomfs.demo.patients); the store
 is a temporary folder, or a tiny tmpfs / read-only bind mount for the
 failure cases (those need root, as chmod does not stop root).
 """
@@ -34,8 +34,10 @@ from net_helpers import (
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicomfs.dicom.records import is_safe_uid
 from dicomfs.errors import ConfigError
 from dicomfs.index import IndexReader, IndexWriter
+from dicomfs.live.scan import reconcile
 from dicomfs.net.receive import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
@@ -46,9 +48,7 @@ from dicomfs.net.receive import (
     start_receiver,
 )
 from dicomfs.net.store import DatasetError, StoreWriter, read_identity, safe_name
-from dicomfs.records import is_safe_uid
-from dicomfs.scan import reconcile
-from dicomfs.view import View, cat_bytes
+from dicomfs.view.tree import View, cat_bytes
 
 HOSTILE_SOP = "../../evil"
 
@@ -357,7 +357,7 @@ def test_receive_command_serves_until_sigterm(demo_set, tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import argparse, sys
-        from dicomfs.net import register
+        from dicomfs.commands.net import register
         parser = argparse.ArgumentParser(prog="dicomfs")
         register(parser.add_subparsers(dest="command", required=True))
         args = parser.parse_args(sys.argv[1:])

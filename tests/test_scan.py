@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.scan import reconcile
+from dicomfs.live.scan import reconcile
 
 
 def test_demo_tree_every_good_file_indexed_every_hostile_file_rejected(
@@ -66,7 +66,7 @@ def test_unchanged_rerun_opens_no_file(demo_set, tmp_path: Path) -> None:  # typ
 def test_vanished_files_are_removed_but_mass_loss_is_refused(tmp_path: Path) -> None:
     import shutil
 
-    from dicomfs.demo import write_ct_series
+    from dicomfs.demo.patients import write_ct_series
 
     src = tmp_path / "src"
     write_ct_series(src / "a", 25, rows=16)

@@ -24,12 +24,12 @@ import pytest
 from fuse_helpers import REPO, public_dir, require_fuse, wait_for
 from pydicom import dcmread
 
-from dicomfs.config import Settings
-from dicomfs.demo import write_ct_series
+from dicomfs.demo.patients import write_ct_series
 from dicomfs.errors import ConfigError
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.notify import Notifier
-from dicomfs.serve import LiveIndex, serve
+from dicomfs.service.config import Settings
+from dicomfs.service.notify import Notifier
+from dicomfs.service.serve import LiveIndex, serve
 
 DEADLINE = 30.0
 
@@ -67,7 +67,7 @@ class Serve:
     ) -> None:
         self.mnt = mnt
         self.args = [
-            sys.executable, "-m", "dicomfs.cli", "serve", str(src),
+            sys.executable, "-m", "dicomfs", "serve", str(src),
             "--mount", str(mnt), "--index", str(index), "--settle", "0.1", "--workers", "2",
         ]  # fmt: skip
         self.env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))

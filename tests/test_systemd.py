@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.cli import build_parser
+from dicomfs.commands.cli import build_parser
 
 SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
 UNITS = sorted(SYSTEMD.glob("*.service"))

@@ -25,11 +25,10 @@ from fuse_helpers import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dicomfs import graph
-from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.names import member_name, modality_name, synthetic_name
-from dicomfs.report import MISSING_HEADER
-from dicomfs.view import (
+from dicomfs.index import IndexReader, IndexWriter, graph
+from dicomfs.view.names import member_name, modality_name, synthetic_name
+from dicomfs.view.report import MISSING_HEADER
+from dicomfs.view.tree import (
     DirNode,
     FileNode,
     IsADirectory,
@@ -437,8 +436,8 @@ def test_one_reader_per_thread(index: Path, corpus: Corpus) -> None:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """Demo patients of our own: the session-wide demo tree is shared with tests that edit it."""
-    from dicomfs.demo import write_demo
-    from dicomfs.scan import reconcile
+    from dicomfs.demo.patients import write_demo
+    from dicomfs.live.scan import reconcile
 
     base = tmp_path_factory.mktemp("view-demo")
     demo_set = write_demo(base / "demo", patients=2, ct_slices=4, hostile=True)

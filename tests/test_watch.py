@@ -24,8 +24,8 @@ from watchdog.observers.api import EventQueue, ObservedWatch
 from watchdog.observers.inotify import InotifyEmitter
 from watchdog.observers.inotify_c import InotifyConstants
 
-from dicomfs import watch
-from dicomfs.watch import EVENT_FILTER, Watcher
+from dicomfs.live import watch
+from dicomfs.live.watch import EVENT_FILTER, Watcher
 
 
 class Recorder:

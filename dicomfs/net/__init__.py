@@ -5,13 +5,9 @@
 - ``qr``: one association for C-FIND / C-GET / C-MOVE;
 - ``fetch``: which objects to ask for, at which level;
 - ``pacs``: PACS addresses and the ``[pacs.NAME]`` config tables;
-- ``summary``: the end-of-fetch summary (text and JSON);
-- ``commands``: the ``receive`` and ``fetch`` subcommands (``register``).
+- ``summary``: the end-of-fetch summary (text and JSON).
 
-pynetdicom is imported only by the modules that talk DICOM, so building
-the command-line parser stays cheap.
+On the side of the data flow: may import ``dicom``, ``index``, ``live`` (to
+index what arrives) and ``view.report``; never ``fuse``, ``service`` or
+``commands`` (the subcommands live in ``dicomfs.commands.net``).
 """
-
-from dicomfs.net.commands import register
-
-__all__ = ["register"]

@@ -37,15 +37,14 @@ from typing import Literal
 
 from pydicom.dataset import Dataset
 
-from dicomfs import graph
+from dicomfs.dicom.records import Level, is_safe_uid
 from dicomfs.errors import NotAPlanError
-from dicomfs.index import IndexReader, IndexWriter
+from dicomfs.index import IndexReader, IndexWriter, graph
+from dicomfs.live.scan import reconcile
 from dicomfs.net.pacs import PacsAddress, PacsError
 from dicomfs.net.qr import Collector, Peer, ProgressFn, number, text
 from dicomfs.net.receive import ReceiverHandle, start_receiver
 from dicomfs.net.store import Layout, StoredObject, StoreWriter
-from dicomfs.records import Level, is_safe_uid
-from dicomfs.scan import reconcile
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from pynetdicom import AE, build_role, evt
 from pynetdicom import sop_class as sc
 from pynetdicom.association import Association
 
+from dicomfs.dicom.records import is_safe_uid
 from dicomfs.net.pacs import PacsAddress, PacsError
 from dicomfs.net.receive import make_store_handler
 from dicomfs.net.store import StoredObject, StoreWriter
-from dicomfs.records import is_safe_uid
 
 log = logging.getLogger(__name__)
 

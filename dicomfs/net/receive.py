@@ -155,9 +155,9 @@ class _Indexer:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        from dicomfs.dicom.parse import parse_file
         from dicomfs.index import IndexWriter
-        from dicomfs.parse import parse_file
-        from dicomfs.scan import file_digest
+        from dicomfs.live.scan import file_digest
 
         try:
             writer = IndexWriter(self.index)

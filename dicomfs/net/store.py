@@ -43,7 +43,7 @@ from pydicom.uid import (
 )
 
 from dicomfs import __version__
-from dicomfs.records import clean_uid, is_safe_uid
+from dicomfs.dicom.records import clean_uid, is_safe_uid
 
 log = logging.getLogger(__name__)
 

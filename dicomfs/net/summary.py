@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomfs.net.fetch import FetchReport, Outcome
-from dicomfs.report import missing_dict
+from dicomfs.view.report import missing_dict
 
 
 def format_report(report: FetchReport, store: Path) -> str:

@@ -61,7 +61,7 @@ class ServeProcess:
     ) -> None:
         self.mnt = mnt
         self.index = index
-        self.args = [sys.executable, "-m", "dicomfs.cli", *(["-v"] * verbose), "serve"]
+        self.args = [sys.executable, "-m", "dicomfs", *(["-v"] * verbose), "serve"]
         self.args += [str(s) for s in sources]
         self.args += ["--mount", str(mnt), "--index", str(index), "--settle", "0.1"]
         self.args += ["--workers", "2", *extra]
@@ -225,13 +225,13 @@ def run_as(user: str, *args: str | Path, **kwargs: Any) -> subprocess.CompletedP
 
 def dicomfs_as(user: str, *args: str | Path) -> subprocess.CompletedProcess[bytes]:
     """``dicomfs ARGS`` run by ``user``."""
-    return run_as(user, *user_python(), "-m", "dicomfs.cli", *args)
+    return run_as(user, *user_python(), "-m", "dicomfs", *args)
 
 
 def dicomfs(*args: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
     """The ``dicomfs`` command of this checkout, as a separate process."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "dicomfs.cli", *[str(a) for a in args]]
+    cmd = [sys.executable, "-m", "dicomfs", *[str(a) for a in args]]
     return subprocess.run(cmd, capture_output=True, timeout=300, env=env, **kwargs)
 
 
@@ -247,7 +247,7 @@ def write_ct_copies(
     are byte copies with another UID of the same length, in meta and dataset.
     ``names`` (PatientID, PatientName) go into every copy.
     """
-    from dicomfs.demo_hostile import ct_bytes
+    from dicomfs.demo.hostile import ct_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     template_uid = f"{CT_PREFIX}.{series}.{1_000_000}"

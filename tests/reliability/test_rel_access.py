@@ -20,7 +20,7 @@ from fuse_helpers import Mount, ensure_group, ensure_user, public_dir, require_f
 from rel_helpers import write_ct_copies
 
 from dicomfs.index import IndexWriter
-from dicomfs.scan import reconcile
+from dicomfs.live.scan import reconcile
 
 pytestmark = pytest.mark.fuse
 

@@ -1,4 +1,4 @@
-"""The hostile corpus (dicomfs.demo_hostile) through the real scanner, index and view.
+"""The hostile corpus (dicomfs.demo.hostile) through the real scanner, index and view.
 
 Cases (docs/reliability.md): A7 A11 B1 C1 C2 C3 C4 D1 D2 D3 D4 I1. Files are
 written by ``write_hostile_corpus`` / ``write_hostile_tree``, each with the
@@ -22,8 +22,7 @@ from fuse_helpers import ensure_user, public_dir, wait_for
 from pydicom import dcmread
 from rel_helpers import dicomfs, dicomfs_as, remove_tree
 
-from dicomfs.config import Settings
-from dicomfs.demo_hostile import (
+from dicomfs.demo.hostile import (
     BENIGN_DUPLICATE,
     CONFLICT,
     INSTANCE,
@@ -33,12 +32,13 @@ from dicomfs.demo_hostile import (
     write_hostile_corpus,
     write_hostile_tree,
 )
+from dicomfs.dicom.records import RejectKind, is_safe_uid
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.names import synthetic_name
-from dicomfs.records import RejectKind, is_safe_uid
-from dicomfs.scan import reconcile
-from dicomfs.serve import LiveIndex
-from dicomfs.view import DirNode, FileNode, NotFound, View, cat_bytes
+from dicomfs.live.scan import reconcile
+from dicomfs.service.config import Settings
+from dicomfs.service.serve import LiveIndex
+from dicomfs.view.names import synthetic_name
+from dicomfs.view.tree import DirNode, FileNode, NotFound, View, cat_bytes
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 REJECTIONS = {kind.value for kind in RejectKind}

@@ -32,14 +32,14 @@ from rel_helpers import (
     write_ct_copies,
 )
 
-from dicomfs import index as index_module
-from dicomfs import ingest
-from dicomfs.config import Settings
+from dicomfs.dicom.records import FileResult, FileStat, Instance
 from dicomfs.errors import DicomfsError
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.records import FileResult, FileStat, Instance
-from dicomfs.serve import LiveIndex
-from dicomfs.view import View
+from dicomfs.index import store as index_module
+from dicomfs.live import ingest
+from dicomfs.service.config import Settings
+from dicomfs.service.serve import LiveIndex
+from dicomfs.view.tree import View
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_kill_9_of_the_indexer_mid_batch(base: Path) -> None:
     files = write_ct_copies(base / "src", 12_000)
     index = base / "index.sqlite"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "dicomfs.cli", "index", str(base / "src"), "--index", str(index)]
+    cmd = [sys.executable, "-m", "dicomfs", "index", str(base / "src"), "--index", str(index)]
     proc = subprocess.Popen([*cmd, "-q", "--workers", "1"], env=env, stdout=subprocess.DEVNULL)
     try:
         wait_for(lambda: committed_instances(index) >= 1000, DEADLINE, "two batches committed")
@@ -136,7 +136,7 @@ def test_disk_full_rolls_the_batch_back_and_resumes(
             assert reader.status().instances == len(first)
             filler = fill(indexfs)
             errors = live.ingest.counters.errors
-            caplog.set_level(logging.ERROR, logger="dicomfs.ingest")
+            caplog.set_level(logging.ERROR, logger="dicomfs.live.ingest")
             more = write_ct_copies(base / "src", 300, start=len(first))
             wait_for(lambda: live.ingest.counters.errors > errors, DEADLINE, "SQLITE_FULL")
             assert live.healthy()  # no crash: the worker goes on

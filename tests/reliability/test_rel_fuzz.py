@@ -23,13 +23,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dicomfs.demo_hostile import HostileCorpus, write_hostile_corpus
+from dicomfs.demo.hostile import HostileCorpus, write_hostile_corpus
+from dicomfs.dicom.parse import parse_bytes
+from dicomfs.dicom.records import UID_MAX_LENGTH, Instance, Rejection, clean_uid, is_safe_uid
 from dicomfs.index import FileRow, IndexReader, IndexWriter, InstanceRow
-from dicomfs.names import member_name, modality_name, named, synthetic_name
-from dicomfs.parse import parse_bytes
-from dicomfs.records import UID_MAX_LENGTH, Instance, Rejection, clean_uid, is_safe_uid
-from dicomfs.scan import reconcile
-from dicomfs.view import DirNode, FileNode, NotADirectory, NotFound, View
+from dicomfs.live.scan import reconcile
+from dicomfs.view.names import member_name, modality_name, named, synthetic_name
+from dicomfs.view.tree import DirNode, FileNode, NotADirectory, NotFound, View
 
 REGRESSIONS = Path(__file__).with_name("fuzz_regressions")
 # Per parse: far above a real header parse (milliseconds), far below a hang.

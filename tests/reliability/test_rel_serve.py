@@ -21,13 +21,13 @@ import pytest
 from fuse_helpers import build_corpus, public_dir, wait_for
 from rel_helpers import CT_PREFIX, DEADLINE, serving, tmpfs, write_ct_copies
 
-from dicomfs import fs, graph
-from dicomfs.config import Settings
-from dicomfs.demo_hostile import ct_bytes
-from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.serve import LiveIndex
-from dicomfs.view import View
-from dicomfs.watch import Watcher
+from dicomfs.demo.hostile import ct_bytes
+from dicomfs.fuse import fs
+from dicomfs.index import IndexReader, IndexWriter, graph
+from dicomfs.live.watch import Watcher
+from dicomfs.service.config import Settings
+from dicomfs.service.serve import LiveIndex
+from dicomfs.view.tree import View
 
 pytestmark = pytest.mark.watch
 

@@ -1,0 +1,59 @@
+"""What every command module shares: the index option, JSON or text output, subcommand wiring."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dicomfs.index import IndexReader, default_index_path
+
+Handler = Callable[[argparse.Namespace], int]
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:  # not subscriptable at run time
+    SubParsers = argparse._SubParsersAction
+
+
+def command(sub: SubParsers, name: str, func: Handler, help: str) -> argparse.ArgumentParser:
+    """Add one subcommand whose help text is also its description."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_index_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--index",
+        metavar="PATH",
+        help="index file (default: $DICOMFS_INDEX, else ~/.local/share/dicomfs/index.sqlite)",
+    )
+
+
+def add_json_option(p: argparse.ArgumentParser, help: str = "machine-readable output") -> None:
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def index_path(args: argparse.Namespace) -> Path:
+    """--index, then DICOMFS_INDEX, then the user's data directory."""
+    if getattr(args, "index", None):
+        return Path(args.index)
+    env = os.environ.get("DICOMFS_INDEX")
+    return Path(env) if env else default_index_path()
+
+
+def open_reader(args: argparse.Namespace) -> IndexReader:
+    return IndexReader(index_path(args))
+
+
+def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    """Print ``data`` as JSON with --json, else the text ``text()`` makes (nothing if empty)."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        out = text()
+        if out:
+            print(out)

@@ -1,0 +1,511 @@
+"""The FUSE adapter: view nodes to stat dicts, errno values and file handles.
+
+The only module that imports mfusepy or knows errno. Everything else is in
+``view.py``; this stays thin so that the tree is testable without FUSE
+(style.md, ratarmount).
+
+Decisions, each with its reason:
+
+- ``FUSE_LIBRARY_NAME=fuse3`` before mfusepy is imported: mfusepy loads
+  libfuse2 first when both are installed (reliability.md G6).
+- Every callback is wrapped by ``_guard``: mfusepy turns any exception that
+  is not an OSError into EINVAL (reliability.md G1), so each one is mapped
+  here and anything unexpected becomes EIO after it is logged.
+- Kernel caches (set in ``init_with_config``): ``negative_timeout=0`` so a
+  path that failed a moment before it was indexed is not remembered as
+  missing; entry and attribute timeouts of 1 s; no ``kernel_cache`` and no
+  ``auto_cache``: the page cache is kept per open only when the same source
+  file (inode, size, mtime) was served last through that path, and a handle
+  opened on a changed source while an older handle is still open bypasses the
+  page cache (direct I/O), so neither sees the other's bytes (G2, G3).
+  Generated files are always direct I/O: their size may change between
+  ``stat`` and ``read``.
+- ``readdir`` hands the kernel full attributes with every entry
+  (READDIRPLUS), so ``ls -l`` of a thousand files costs one listing, not a
+  thousand lookup callbacks. Three things stood in the way, each measured:
+  mfusepy 3.1.1 passes fill flags 0 (``_FUSE.readdir_fuse_3`` sets
+  FUSE_FILL_DIR_PLUS); libfuse 3.14 sends ino=0, "ignore these attributes",
+  for entries it buffers itself, so entries are filled with offsets from a
+  per-opendir snapshot; and READDIRPLUS_AUTO gives attributes with the first
+  chunk only, so it is switched off in ``init_with_config``.
+- Real files are opened once, in ``open``, with ``view.open_file`` (O_NOFOLLOW,
+  fstat checked against the index) and read with ``os.pread`` on that
+  descriptor: a handle opened before a source was replaced keeps reading the
+  old bytes.
+- No ``use_ino``: libfuse numbers the nodes, source inode numbers are not
+  exposed. No getxattr/listxattr: unimplemented, the kernel stops asking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import itertools
+import logging
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+import mfusepy  # must follow the environment setting above
+
+from dicomfs.errors import DicomfsError
+from dicomfs.view.tree import (
+    DirNode,
+    FileNode,
+    IsADirectory,
+    Node,
+    NotADirectory,
+    NotFound,
+    SourceChanged,
+    View,
+)
+
+log = logging.getLogger(__name__)
+
+FUSE_MAJOR: int = mfusepy.fuse_version_major
+FUSE_MINOR: int = mfusepy.fuse_version_minor
+ENTRY_TIMEOUT = 1.0
+ATTR_TIMEOUT = 1.0
+# A path whose source changed lately is read with direct I/O: the kernel may
+# still hold the previous source's size for it (attributes live ATTR_TIMEOUT)
+# and would cut cached reads at that size (seen: a replaced file read back at
+# the old length, new bytes). Direct I/O is not limited by the cached size.
+# "Lately": the index wrote the row less than FRESH_SECONDS ago (ATTR_TIMEOUT
+# plus a long batch), or this adapter saw the path's source change less than
+# ATTR_TIMEOUT ago (a promoted duplicate keeps its old row).
+FRESH_SECONDS = 3.0
+_FUSE_READDIR_PLUS = 1 << 0  # enum fuse_readdir_flags (fuse.h)
+_FUSE_FILL_DIR_PLUS = 1 << 1  # enum fuse_fill_dir_flags (fuse.h)
+_FUSE_CAP_READDIRPLUS_AUTO = 1 << 14  # fuse_common.h
+_FUSE_CAP_SPLICE_WRITE = 1 << 7  # reply data spliced from our descriptor to /dev/fuse
+_FUSE_CAP_SPLICE_MOVE = 1 << 8
+_FUSE_CAP_CACHE_SYMLINKS = 1 << 23  # the kernel keeps readlink answers (--symlinks)
+_FUSE_BUF_IS_FD = 1 << 1  # fuse_common.h, enum fuse_buf_flags
+_FUSE_BUF_FD_SEEK = 1 << 2
+# The kernel asks for up to this much ahead of a sequential reader.
+_MAX_READAHEAD = 1 << 20
+
+
+class _FuseBuf(ctypes.Structure):
+    """``struct fuse_buf`` of libfuse 3.14 (fuse_common.h)."""
+
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+        ("mem", ctypes.c_void_p),
+        ("fd", ctypes.c_int),
+        ("pos", ctypes.c_int64),
+    ]
+
+
+class _FuseBufvec(ctypes.Structure):
+    """``struct fuse_bufvec`` with its one inline ``buf[1]``.
+
+    mfusepy declares ``buf`` as a pointer, which is not libfuse's layout, so
+    the reply vector is declared here.
+    """
+
+    _fields_ = [
+        ("count", ctypes.c_size_t),
+        ("idx", ctypes.c_size_t),
+        ("off", ctypes.c_size_t),
+        ("buf", _FuseBuf * 1),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.free.restype = None
+_libc.free.argtypes = [ctypes.c_void_p]
+_WRITE_FLAGS = os.O_TRUNC | os.O_APPEND | os.O_CREAT
+_MAX_REMEMBERED = 100_000
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+Identity = tuple[str | None, int, int, int, int]
+
+
+def _guard(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Map every failure to a deliberate errno; nothing reaches mfusepy as EINVAL."""
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        except mfusepy.FuseOSError:
+            raise
+        except NotFound:
+            raise mfusepy.FuseOSError(errno.ENOENT) from None
+        except NotADirectory:
+            raise mfusepy.FuseOSError(errno.ENOTDIR) from None
+        except IsADirectory:
+            raise mfusepy.FuseOSError(errno.EISDIR) from None
+        except PermissionError as exc:
+            log.warning("%s: permission denied: %s", func.__name__, exc)
+            raise mfusepy.FuseOSError(errno.EACCES) from None
+        except SourceChanged:
+            raise mfusepy.FuseOSError(errno.EIO) from None  # logged by the view
+        except (OSError, sqlite3.Error, DicomfsError) as exc:
+            log.error("%s failed: %s", func.__name__, exc)
+            raise mfusepy.FuseOSError(errno.EIO) from None
+        except Exception:
+            log.exception("%s failed unexpectedly", func.__name__)
+            raise mfusepy.FuseOSError(errno.EIO) from None
+
+    return wrapper
+
+
+def _read_only(*_args: object, **_kwargs: object) -> int:
+    raise mfusepy.FuseOSError(errno.EROFS)
+
+
+def _kind(node: Node, symlinks: bool) -> tuple[int, int, int]:
+    """(st_mode, st_nlink, st_size); with ``symlinks`` a source file is a link to it."""
+    if isinstance(node, DirNode):
+        return stat.S_IFDIR | node.mode, 2, 0
+    if symlinks and node.real_path is not None:
+        return stat.S_IFLNK | 0o777, 1, len(os.fsencode(node.real_path))
+    return stat.S_IFREG | node.mode, 1, node.size
+
+
+def attributes(node: Node, symlinks: bool = False) -> dict[str, int]:
+    """The stat dict mfusepy copies into ``struct stat`` (times in ns, use_ns)."""
+    mode, nlink, size = _kind(node, symlinks)
+    return {
+        "st_mode": mode,
+        "st_nlink": nlink,
+        "st_size": size,
+        "st_blocks": (size + 511) // 512,
+        "st_uid": node.uid,
+        "st_gid": node.gid,
+        "st_mtime": node.mtime_ns,
+        "st_ctime": node.mtime_ns,
+        "st_atime": node.mtime_ns,
+    }
+
+
+def _c_stat(node: Node, symlinks: bool) -> Any:
+    """``attributes`` as a ready struct for readdir: a thousand entries per listing."""
+    mode, nlink, size = _kind(node, symlinks)
+    spec = mfusepy.c_timespec(*divmod(node.mtime_ns, 1_000_000_000))
+    return mfusepy.c_stat(
+        st_mode=mode,
+        st_nlink=nlink,
+        st_size=size,
+        st_blocks=(size + 511) // 512,
+        st_uid=node.uid,
+        st_gid=node.gid,
+        st_atimespec=spec,
+        st_mtimespec=spec,
+        st_ctimespec=spec,
+    )
+
+
+@dataclass(slots=True)
+class _Handle:
+    path: str
+    fd: int | None
+    content: bytes | None
+    identity: Identity
+
+
+class DicomFS(mfusepy.Operations):  # type: ignore[misc]
+    """mfusepy operations over a View; used with ``raw_fi=True`` (see ``open``)."""
+
+    use_ns = True
+
+    def __init__(
+        self, view: View, *, on_init: Callable[[], None] | None = None, symlinks: bool = False
+    ) -> None:
+        self.view = view
+        # --symlinks: source files appear as symbolic links to their real
+        # paths, so local readers that may see the sources read at native speed.
+        self.symlinks = symlinks
+        self._on_init = on_init
+        self._handles: dict[int, _Handle] = {}
+        self._dirs: dict[int, list[tuple[bytes, Any]] | None] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        # Per mount path: the source whose bytes the page cache may hold, and
+        # the sources of the handles open now.
+        self._cached: dict[str, Identity] = {}
+        self._uncached_until: dict[str, float] = {}
+        self._open: dict[str, Counter[Identity]] = {}
+        self._fuse_ptr: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        if config is not None:
+            config.entry_timeout = ENTRY_TIMEOUT
+            config.attr_timeout = ATTR_TIMEOUT
+            config.negative_timeout = 0.0
+            config.kernel_cache = 0
+            config.auto_cache = 0
+            config.use_ino = 0
+            config.direct_io = 0
+        if conn is not None:
+            # "auto" gives attributes only with the first chunk of a listing;
+            # the rest would cost one lookup callback per entry.
+            conn.want &= ~_FUSE_CAP_READDIRPLUS_AUTO
+            # read_buf hands libfuse our descriptor: let it splice the bytes
+            # straight to the kernel instead of copying them through Python.
+            conn.want |= conn.capable & (
+                _FUSE_CAP_SPLICE_WRITE | _FUSE_CAP_SPLICE_MOVE | _FUSE_CAP_CACHE_SYMLINKS
+            )
+            conn.max_readahead = min(conn.max_readahead, _MAX_READAHEAD) or _MAX_READAHEAD
+        # The session pointer lets another thread end the loop (exit_loop).
+        self._fuse_ptr = mfusepy._libfuse.fuse_get_context().contents.fuse
+        if self._on_init is not None:
+            try:
+                self._on_init()
+            except Exception:
+                log.exception("on_init callback failed")
+
+    def exit_loop(self) -> bool:
+        """Ask libfuse to leave its loop (it then unmounts); False before init."""
+        if self._fuse_ptr is None:
+            return False
+        mfusepy._libfuse.fuse_exit(ctypes.c_void_p(self._fuse_ptr))
+        return True
+
+    def destroy(self, path: str) -> None:
+        with self._lock:
+            handles, self._handles = list(self._handles.values()), {}
+        for handle in handles:
+            if handle.fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(handle.fd)
+
+    # -- metadata -----------------------------------------------------------
+
+    @_guard
+    def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
+        return attributes(self.view.lookup(path), self.symlinks)
+
+    @_guard
+    def opendir(self, path: str) -> int:
+        if isinstance(self.view.lookup(path), FileNode):
+            raise mfusepy.FuseOSError(errno.ENOTDIR)
+        hid = next(self._ids)
+        with self._lock:
+            self._dirs[hid] = None
+        return hid
+
+    @_guard
+    def readdir(self, path: str, fh: int) -> list[tuple[bytes, Any]]:
+        """(name, struct stat) of one open directory, computed once per opendir.
+
+        The kernel reads a big folder in chunks; answering every chunk from
+        one snapshot keeps the listing complete and stable (reliability.md
+        G9). Consumed by ``_FUSE.readdir_fuse_3``, not by mfusepy's own readdir.
+        """
+        entries = self._dirs.get(fh)
+        if entries is None:
+            here = mfusepy.c_stat(st_mode=stat.S_IFDIR)
+            entries = [(b".", here), (b"..", here)]
+            entries.extend(
+                (name.encode(), _c_stat(node, self.symlinks))
+                for name, node in self.view.listdir(path)
+            )
+            with self._lock:
+                if fh in self._dirs:
+                    self._dirs[fh] = entries
+        return entries
+
+    @_guard
+    def releasedir(self, path: str, fh: int) -> int:
+        with self._lock:
+            self._dirs.pop(fh, None)
+        return 0
+
+    @_guard
+    def readlink(self, path: str) -> str:
+        node = self.view.lookup(path)
+        if not self.symlinks or not isinstance(node, FileNode) or node.real_path is None:
+            raise mfusepy.FuseOSError(errno.EINVAL)  # readlink(2) of a non-link
+        return node.real_path
+
+    @_guard
+    def statfs(self, path: str) -> dict[str, int]:
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+
+    # -- reading ------------------------------------------------------------
+
+    @_guard
+    def open(self, path: str, fi: Any) -> int:
+        flags = fi.flags
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & _WRITE_FLAGS:
+            raise mfusepy.FuseOSError(errno.EROFS)
+        node = self.view.lookup(path)
+        if isinstance(node, DirNode):
+            raise mfusepy.FuseOSError(errno.EISDIR)
+        if node.content is not None:
+            handle = _Handle(path, None, node.content, node.identity)
+            fi.direct_io, fi.keep_cache = 1, 0
+        else:
+            handle = _Handle(path, self.view.open_file(node), None, node.identity)
+            fresh = time.time() - node.indexed_at < FRESH_SECONDS
+            fi.direct_io, fi.keep_cache = self._cache_policy(path, node.identity, fresh)
+        hid = next(self._ids)
+        with self._lock:
+            self._handles[hid] = handle
+        fi.fh = hid
+        return 0
+
+    def _cache_policy(self, path: str, identity: Identity, fresh: bool = False) -> tuple[int, int]:
+        """(direct_io, keep_cache) for a new handle on ``path``; records it as open."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._cached) > _MAX_REMEMBERED:
+                self._cached.clear()  # forgetting only costs a cache refill
+                self._uncached_until.clear()
+            others = self._open.setdefault(path, Counter())
+            others[identity] += 1
+            if any(ident != identity for ident in others):
+                return 1, 1  # an older source is being read: do not touch its pages
+            previous = self._cached.get(path)
+            if previous is not None and previous != identity:
+                self._uncached_until[path] = now + ATTR_TIMEOUT
+            if fresh or now < self._uncached_until.get(path, now):
+                # See FRESH_SECONDS. Forgotten, so the first cached open after
+                # this drops whatever pages the kernel holds for the path.
+                self._cached.pop(path, None)
+                return 1, 0
+            self._uncached_until.pop(path, None)
+            if self._cached.get(path) == identity:
+                return 0, 1
+            self._cached[path] = identity
+            return 0, 0  # the kernel drops what it cached for the old source
+
+    @_guard
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        handle = self._handles.get(fi.fh)
+        if handle is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
+        if handle.content is not None:
+            return handle.content[offset : offset + size]
+        assert handle.fd is not None
+        return os.pread(handle.fd, size, offset)
+
+    @_guard
+    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
+        """Answer a read with a descriptor, not bytes: libfuse reads (or splices) it in C.
+
+        This is what makes reading through the mount cost a callback per
+        request instead of a Python copy of every byte. libfuse frees the
+        vector (and ``mem`` of memory buffers) with free(), so both come from
+        malloc.
+        """
+        handle = self._handles.get(fi.fh)
+        if handle is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
+        vec_ptr = _libc.malloc(ctypes.sizeof(_FuseBufvec))
+        if not vec_ptr:
+            raise mfusepy.FuseOSError(errno.ENOMEM)
+        vec = _FuseBufvec.from_address(vec_ptr)
+        vec.count, vec.idx, vec.off = 1, 0, 0
+        buf = vec.buf[0]
+        if handle.content is not None:
+            data = handle.content[offset : offset + size]
+            mem = _libc.malloc(max(1, len(data)))
+            if not mem:
+                _libc.free(vec_ptr)
+                raise mfusepy.FuseOSError(errno.ENOMEM)
+            ctypes.memmove(mem, data, len(data))
+            buf.size, buf.flags, buf.mem, buf.fd, buf.pos = len(data), 0, mem, -1, 0
+        else:
+            assert handle.fd is not None
+            buf.size, buf.flags = size, _FUSE_BUF_IS_FD | _FUSE_BUF_FD_SEEK
+            buf.mem, buf.fd, buf.pos = None, handle.fd, offset
+        bufpp[0] = ctypes.cast(vec_ptr, type(bufpp[0]))
+        return 0
+
+    @_guard
+    def release(self, path: str, fi: Any) -> int:
+        with self._lock:
+            handle = self._handles.pop(fi.fh, None)
+            if handle is None:
+                return 0
+            if handle.fd is not None:
+                counts = self._open.get(handle.path)
+                if counts is not None:
+                    counts[handle.identity] -= 1
+                    if counts[handle.identity] <= 0:
+                        del counts[handle.identity]
+                    if not counts:
+                        del self._open[handle.path]
+        if handle.fd is not None:
+            os.close(handle.fd)
+        return 0
+
+    # -- everything that would write: EROFS (reliability.md F4) ----------------
+
+    create = write = truncate = unlink = rename = mkdir = rmdir = _read_only
+    chmod = chown = symlink = link = mknod = setxattr = removexattr = _read_only
+    utimens = fallocate = _read_only
+
+
+class _FUSE(mfusepy.FUSE):  # type: ignore[misc]
+    """mfusepy's FUSE with READDIRPLUS attributes passed through to the kernel."""
+
+    def readdir_fuse_3(
+        self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int
+    ) -> int:
+        # Offsets must be passed: libfuse 3.14 drops the attributes of
+        # entries it buffers itself (offset 0), sending ino=0 to the kernel.
+        decoded = "/" if path is None else path.decode(self.encoding, self.errors)
+        entries = self.operations.readdir(decoded, fip.contents.fh)  # guarded: errno only
+        plus = _FUSE_FILL_DIR_PLUS if flags & _FUSE_READDIR_PLUS else 0
+        try:
+            for index in range(offset, len(entries)):
+                name, st = entries[index]
+                fill = 0 if name in (b".", b"..") else plus
+                if filler(buf, name, st, index + 1, fill) != 0:
+                    break
+        except Exception:
+            log.exception("readdir of %s failed", decoded)
+            return -errno.EIO
+        return 0
+
+
+def serve(
+    operations: DicomFS, mountpoint: Path, *, allow_other: bool = False, debug: bool = False
+) -> None:
+    """Mount and run the FUSE loop until unmounted; RuntimeError if libfuse fails.
+
+    Mount options (reliability.md F3): ro, nosuid, nodev, default_permissions
+    (the kernel checks the mirrored uid/gid/mode, F1), allow_other only on
+    request. Multi-threaded; the View keeps one SQLite reader per thread.
+    """
+    options: dict[str, Any] = {
+        "ro": True,
+        "nosuid": True,
+        "nodev": True,
+        "default_permissions": True,
+        "fsname": "dicomfs",
+        "subtype": "dicomfs",
+    }
+    if allow_other:
+        options["allow_other"] = True
+    _FUSE(
+        operations,
+        str(mountpoint),
+        raw_fi=True,
+        foreground=True,
+        nothreads=False,
+        debug=debug,
+        **options,
+    )

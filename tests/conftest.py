@@ -64,3 +64,10 @@ def real_reader(real_index: Path) -> Iterator[IndexReader]:
     reader = IndexReader(real_index)
     yield reader
     reader.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the system users and groups the permission tests created."""
+    from fuse_helpers import remove_test_accounts
+
+    remove_test_accounts()

@@ -398,17 +398,52 @@ def mounted(mountpoint: Path, index: Path, **kwargs: object) -> Iterator[Mount]:
         mount.close()
 
 
+# Accounts the tests made in this run, removed again at the end of the session
+# (conftest.py, pytest_sessionfinish): a test leaves no system users behind.
+_MADE_USERS: list[str] = []
+_MADE_GROUPS: list[str] = []
+TEST_ACCOUNT_PREFIX = "dicomfs-"
+
+
+def _exists(database: str, name: str) -> bool:
+    return subprocess.run(["getent", database, name], capture_output=True).returncode == 0
+
+
 def ensure_group(name: str) -> None:
-    if subprocess.run(["getent", "group", name], capture_output=True).returncode != 0:
+    assert name.startswith(TEST_ACCOUNT_PREFIX), name
+    if not _exists("group", name):
         subprocess.run(["groupadd", "--system", name], check=True, capture_output=True)
+        _MADE_GROUPS.append(name)
 
 
 def ensure_user(name: str, groups: tuple[str, ...] = ()) -> None:
     """A system user for permission tests (we run as root), in exactly ``groups``."""
-    if subprocess.run(["getent", "passwd", name], capture_output=True).returncode != 0:
+    assert name.startswith(TEST_ACCOUNT_PREFIX), name
+    if not _exists("passwd", name):
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             check=True,
             capture_output=True,
         )
+        _MADE_USERS.append(name)
     subprocess.run(["usermod", "-G", ",".join(groups), name], check=True, capture_output=True)
+
+
+def remove_test_accounts(only: set[str] | None = None) -> list[str]:
+    """Delete the users, their personal groups and the groups this session created."""
+    removed = []
+    users = [u for u in _MADE_USERS if only is None or u in only]
+    groups = [g for g in _MADE_GROUPS if only is None or g in only]
+    for user in reversed(users):
+        if subprocess.run(["userdel", user], capture_output=True).returncode == 0:
+            removed.append(user)
+        # useradd made a group of the same name (USERGROUPS_ENAB); userdel drops
+        # it only when empty, so make sure.
+        if _exists("group", user):
+            subprocess.run(["groupdel", user], capture_output=True)
+    for group in reversed(groups):
+        if subprocess.run(["groupdel", group], capture_output=True).returncode == 0:
+            removed.append(group)
+    _MADE_USERS[:] = [u for u in _MADE_USERS if u not in users]
+    _MADE_GROUPS[:] = [g for g in _MADE_GROUPS if g not in groups]
+    return removed

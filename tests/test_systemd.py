@@ -131,6 +131,9 @@ def test_notify_watchdog_restart() -> None:
     assert found["Restart"] == "on-failure"
     assert int(found["WatchdogSec"]) >= 10
     assert "CAP_SYS_ADMIN" in found["CapabilityBoundingSet"]  # for setuid fusermount3
+    # allow_other opens sources with the reader's credentials (fuse/caller.py)
+    assert set(found["AmbientCapabilities"].split()) == {"CAP_SETUID", "CAP_SETGID"}
+    assert set(found["AmbientCapabilities"].split()) <= set(found["CapabilityBoundingSet"].split())
 
 
 def test_stale_mount_is_cleared_before_start() -> None:

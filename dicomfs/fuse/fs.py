@@ -31,7 +31,9 @@ Decisions, each with its reason:
 - Real files are opened once, in ``open``, with ``view.open_file`` (O_NOFOLLOW,
   fstat checked against the index) and read with ``os.pread`` on that
   descriptor: a handle opened before a source was replaced keeps reading the
-  old bytes.
+  old bytes. With ``allow_other`` that open is made with the reader's own
+  filesystem credentials (``caller.py``), so ACLs and closed folders refuse
+  through the mount exactly as they refuse directly (F1, F2).
 - No ``use_ino``: libfuse numbers the nodes, source inode numbers are not
   exposed. No getxattr/listxattr: unimplemented, the kernel stops asking.
 """
@@ -60,6 +62,7 @@ os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 import mfusepy  # must follow the environment setting above
 
 from dicomfs.errors import DicomfsError
+from dicomfs.fuse.caller import Caller, acting_as, groups_of
 from dicomfs.view.tree import (
     DirNode,
     FileNode,
@@ -75,6 +78,8 @@ log = logging.getLogger(__name__)
 
 FUSE_MAJOR: int = mfusepy.fuse_version_major
 FUSE_MINOR: int = mfusepy.fuse_version_minor
+MAX_THREADS = 16  # FUSE worker threads; each holds its own index reader
+MAX_IDLE_THREADS = 8  # idle workers kept for the next burst
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
 # A path whose source changed lately is read with direct I/O: the kernel may
@@ -152,8 +157,9 @@ def _guard(func: Callable[_P, _R]) -> Callable[_P, _R]:
             raise mfusepy.FuseOSError(errno.ENOTDIR) from None
         except IsADirectory:
             raise mfusepy.FuseOSError(errno.EISDIR) from None
-        except PermissionError as exc:
-            log.warning("%s: permission denied: %s", func.__name__, exc)
+        except PermissionError:
+            # No path in the message: source folders may be named after patients.
+            log.info("%s: permission denied to the reader", func.__name__)
             raise mfusepy.FuseOSError(errno.EACCES) from None
         except SourceChanged:
             raise mfusepy.FuseOSError(errno.EIO) from None  # logged by the view
@@ -165,6 +171,20 @@ def _guard(func: Callable[_P, _R]) -> Callable[_P, _R]:
             raise mfusepy.FuseOSError(errno.EIO) from None
 
     return wrapper
+
+
+def _caller() -> Caller:
+    """The reader of the request this thread is answering (fuse_get_context).
+
+    Without its groups (the process is gone, or lives in another pid
+    namespace: pid 0) the reader is checked with none, which can only refuse more.
+    """
+    uid, gid, pid = mfusepy.fuse_get_context()
+    groups: tuple[int, ...] = ()
+    if pid > 0:
+        with contextlib.suppress(OSError, ValueError):
+            groups = groups_of(pid)
+    return Caller(uid, gid, groups)
 
 
 def _read_only(*_args: object, **_kwargs: object) -> int:
@@ -227,9 +247,16 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
     use_ns = True
 
     def __init__(
-        self, view: View, *, on_init: Callable[[], None] | None = None, symlinks: bool = False
+        self,
+        view: View,
+        *,
+        on_init: Callable[[], None] | None = None,
+        symlinks: bool = False,
+        as_caller: bool = False,
     ) -> None:
         self.view = view
+        # allow_other: sources are opened with the reader's credentials (caller.py).
+        self.as_caller = as_caller
         # --symlinks: source files appear as symbolic links to their real
         # paths, so local readers that may see the sources read at native speed.
         self.symlinks = symlinks
@@ -356,7 +383,12 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             handle = _Handle(path, None, node.content, node.identity)
             fi.direct_io, fi.keep_cache = 1, 0
         else:
-            handle = _Handle(path, self.view.open_file(node), None, node.identity)
+            if self.as_caller:
+                with acting_as(_caller()):
+                    fd = self.view.open_file(node)
+            else:
+                fd = self.view.open_file(node)
+            handle = _Handle(path, fd, None, node.identity)
             fresh = time.time() - node.indexed_at < FRESH_SECONDS
             fi.direct_io, fi.keep_cache = self._cache_policy(path, node.identity, fresh)
         hid = next(self._ids)
@@ -497,6 +529,11 @@ def serve(
         "default_permissions": True,
         "fsname": "dicomfs",
         "subtype": "dicomfs",
+        # libfuse 3.14 passes an unset max_idle_threads (UINT_MAX) to
+        # fuse_loop_cfg_set_idle_threads, which prints "Ignoring invalid max
+        # threads value 4294967295" at every mount: give both values.
+        "max_threads": MAX_THREADS,
+        "max_idle_threads": MAX_IDLE_THREADS,
     }
     if allow_other:
         options["allow_other"] = True

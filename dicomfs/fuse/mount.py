@@ -34,6 +34,7 @@ from types import FrameType
 from typing import Any
 
 from dicomfs.errors import MountError
+from dicomfs.fuse.caller import can_switch
 from dicomfs.index import IndexReader, default_index_path
 from dicomfs.view.tree import View
 
@@ -121,7 +122,9 @@ class _Runner:
         self.wake = threading.Event()
         self.stop_requested = threading.Event()
         self.error: BaseException | None = None
-        self.operations = fs.DicomFS(view, on_init=self._initialized, symlinks=symlinks)
+        self.operations = fs.DicomFS(
+            view, on_init=self._initialized, symlinks=symlinks, as_caller=allow_other
+        )
         self._serve: Callable[[], None] = functools.partial(
             fs.serve, self.operations, mountpoint, allow_other=allow_other
         )
@@ -202,6 +205,14 @@ def run_mount(
     index_path = Path(os.path.abspath(index_path))
     _check_mountpoint(mountpoint)
     gid = _group_id(group)
+    if allow_other and not symlinks and not can_switch():
+        # Sources are opened with each reader's credentials (caller.py); a
+        # daemon that cannot take them would open with its own rights.
+        raise MountError(
+            "allow_other needs CAP_SETUID and CAP_SETGID so that sources are opened with "
+            "each reader's own rights (ACLs, closed folders): run as root, or grant them "
+            "(systemd: AmbientCapabilities=CAP_SETUID CAP_SETGID), or mount without allow_other"
+        )
     IndexReader(index_path).close()  # fail now with the index's own message
     if not foreground:
         return _spawn_background(mountpoint, index_path, allow_other, group, symlinks)

@@ -1,14 +1,19 @@
-"""Access control through the mount (reliability.md F1, F2, F3), with real users.
+"""Access control through the mount (reliability.md F1, F2, F3, F7), with real users.
 
 We run as root; the mount is a real ``dicomfs mount`` daemon with
-``allow_other``; readers are unprivileged users created here and every read
-is a real ``cat`` run by them (``runuser``). The source tree holds a 0644
-file, a 0600 file and a 0644 file inside a 0700 folder.
+``allow_other``; readers are unprivileged users created here (and removed at
+the end of the session) and every read is a real ``cat`` run by them
+(``runuser``). The source tree holds a 0644 file, a 0600 file, a 0644 file
+inside a 0700 folder, and a 0644 file whose POSIX ACL denies one user.
+The rule under test: a reader gets through the mount exactly what they could
+read from the source itself.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import pwd
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from fuse_helpers import Mount, ensure_group, ensure_user, public_dir, require_fuse
-from rel_helpers import write_ct_copies
+from rel_helpers import dicomfs_as, write_ct_copies
 
 from dicomfs.index import IndexWriter
 from dicomfs.live.scan import reconcile
@@ -33,7 +38,7 @@ OUTSIDER = "dicomfs-rel-out"  # in no group of ours
 class Tree:
     base: Path
     index: Path
-    uids: dict[str, str]  # "open", "secret", "hidden" -> SOP UID
+    uids: dict[str, str]  # "open", "secret", "hidden", "acl" -> SOP UID
     paths: dict[str, Path]
 
 
@@ -46,9 +51,13 @@ def tree() -> Iterator[Tree]:
     base = public_dir("dicomfs-rel-access-")
     src = base / "src"
     made = write_ct_copies(src, 2) | write_ct_copies(src / "private", 1, start=2)
-    (open_uid, open_path), (secret_uid, secret_path), (hidden_uid, hidden_path) = made.items()
+    made |= write_ct_copies(src / "acl", 1, start=3)
+    (open_uid, open_path), (secret_uid, secret_path), (hidden_uid, hidden_path), acl = made.items()
     os.chmod(secret_path, 0o600)
     os.chmod(src / "private", 0o700)
+    # 0644, but the ACL takes everything from INSIDER (who is in the file's
+    # "other" class otherwise): the kernel refuses INSIDER, nobody else.
+    subprocess.run(["setfacl", "-m", f"u:{INSIDER}:---", str(acl[1])], check=True)
     index = base / "index.sqlite"
     writer = IndexWriter(index)
     reconcile(writer, [src], workers=1)
@@ -56,8 +65,8 @@ def tree() -> Iterator[Tree]:
     yield Tree(
         base,
         index,
-        {"open": open_uid, "secret": secret_uid, "hidden": hidden_uid},
-        {"open": open_path, "secret": secret_path, "hidden": hidden_path},
+        {"open": open_uid, "secret": secret_uid, "hidden": hidden_uid, "acl": acl[0]},
+        {"open": open_path, "secret": secret_path, "hidden": hidden_path, "acl": acl[1]},
     )
     for mnt in base.glob("mnt*"):
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
@@ -112,28 +121,67 @@ def test_default_group_denies_an_unprivileged_user_everything(tree: Tree) -> Non
         m.close()
 
 
-def test_group_members_read_what_file_modes_allow(tree: Tree) -> None:
-    """F2 with a configured group: the group is who may use the mount at all.
+def test_group_members_read_exactly_what_the_sources_allow_them(tree: Tree) -> None:
+    """F2, F7 with a configured group: the group is who may use the mount at all.
 
-    Decision (docs/reliability.md F2): flat views cannot carry the modes of
-    the source folders, so membership of the configured group is the trust
-    boundary; inside it each file's own owner and mode apply (a 0600 file
-    stays unreadable), and a user outside the group gets EACCES everywhere.
+    Inside it a reader gets what they could read directly, checked by the
+    kernel on an open made with their own credentials: a 0600 file, a file in
+    a 0700 folder and a file whose ACL denies them all stay closed. A user
+    outside the group gets EACCES everywhere.
     """
     m = mount(tree, "mnt-group", allow_other=True, group=GROUP)
     try:
         by_sop = m.mountpoint / "by-sop"
         ok = cat(INSIDER, by_sop / f"{tree.uids['open']}.dcm")
         assert ok.returncode == 0 and ok.stdout == tree.paths["open"].read_bytes()
-        assert denied(INSIDER, by_sop / f"{tree.uids['secret']}.dcm")
-        # The documented consequence: the 0700 folder does not carry over.
-        assert denied(INSIDER, tree.paths["hidden"])
-        assert cat(INSIDER, by_sop / f"{tree.uids['hidden']}.dcm").returncode == 0
-        for key in ("secret", "hidden", "open"):
+        for key in ("secret", "hidden", "acl"):
+            assert denied(INSIDER, tree.paths[key]), key  # the source refuses ...
+            assert denied(INSIDER, by_sop / f"{tree.uids[key]}.dcm"), key  # ... so does the mount
+        for key in ("secret", "hidden", "open", "acl"):
             assert denied(OUTSIDER, by_sop / f"{tree.uids[key]}.dcm"), key
+        # The daemon itself (root) still reads everything: the check is per reader.
+        assert (by_sop / f"{tree.uids['acl']}.dcm").read_bytes() == tree.paths["acl"].read_bytes()
+        assert "Ignoring invalid" not in m.log()  # libfuse thread options are given
         assert m.stop() == 0
     finally:
         m.close()
+
+
+def test_an_acl_that_denies_one_user_holds_for_every_path_to_the_file(tree: Tree) -> None:
+    """F7: by-sop, by-series and a plan-less objects/ view all open the same source."""
+    m = mount(tree, "mnt-acl", allow_other=True, group=GROUP)
+    try:
+        uid = tree.uids["acl"]
+        paths = [m.mountpoint / "by-sop" / f"{uid}.dcm", m.mountpoint / f"objects/{uid}/self.dcm"]
+        for path in paths:
+            assert denied(INSIDER, path), path
+        # The ACL is dropped: the same reader now gets the bytes, with no remount.
+        subprocess.run(["setfacl", "-b", str(tree.paths["acl"])], check=True)
+        try:
+            for path in paths:
+                done = cat(INSIDER, path)
+                assert done.returncode == 0 and done.stdout == tree.paths["acl"].read_bytes()
+        finally:
+            subprocess.run(
+                ["setfacl", "-m", f"u:{INSIDER}:---", str(tree.paths["acl"])], check=True
+            )
+        assert m.stop() == 0
+    finally:
+        m.close()
+
+
+def test_test_accounts_are_removed_again() -> None:
+    """The suite leaves no system users or groups behind (conftest.py removes them)."""
+    from fuse_helpers import remove_test_accounts
+
+    ensure_group("dicomfs-probe-group")
+    ensure_user("dicomfs-probe-user", ("dicomfs-probe-group",))
+    assert remove_test_accounts({"dicomfs-probe-user", "dicomfs-probe-group"}) == [
+        "dicomfs-probe-user",
+        "dicomfs-probe-group",
+    ]
+    for database, name in (("passwd", "dicomfs-probe-user"), ("group", "dicomfs-probe-group")):
+        assert subprocess.run(["getent", database, name], capture_output=True).returncode == 2
 
 
 def test_a_chmod_after_indexing_is_never_bypassed(tree: Tree) -> None:
@@ -146,7 +194,14 @@ def test_a_chmod_after_indexing_is_never_bypassed(tree: Tree) -> None:
         os.chmod(target, 0o600)
         done = cat(INSIDER, served)
         assert done.returncode != 0 and done.stdout == b""
-        assert b"Input/output error" in done.stderr or b"Permission denied" in done.stderr
+        # The reader's own open is refused by the kernel (0600, not theirs) ...
+        assert b"Permission denied" in done.stderr
+        assert "permission denied to the reader" in m.log()
+        # ... and a reader the new mode still admits (the daemon's own user) is
+        # refused too, because owner and mode no longer match what was indexed.
+        with pytest.raises(OSError) as raised:
+            served.read_bytes()
+        assert raised.value.errno == errno.EIO
         assert "changed owner or mode since it was indexed" in m.log()
         assert m.stop() == 0
     finally:
@@ -166,3 +221,19 @@ def test_without_allow_other_no_other_user_gets_in(tree: Tree) -> None:
         assert m.stop() == 0
     finally:
         m.close()
+
+
+def test_a_daemon_that_cannot_take_readers_credentials_refuses_allow_other(tree: Tree) -> None:
+    """F7: without CAP_SETUID/CAP_SETGID every read would use the daemon's own rights."""
+    mnt = tree.base / "mnt-unprivileged"
+    mnt.mkdir(exist_ok=True)
+    own = tree.base / "outsider"  # an index of their own, in a folder of their own
+    own.mkdir(exist_ok=True)
+    index = own / "index.sqlite"
+    shutil.copy(tree.index, index)
+    for path in (mnt, own, index):
+        os.chown(path, pwd.getpwnam(OUTSIDER).pw_uid, -1)
+    done = dicomfs_as(OUTSIDER, "mount", mnt, "--index", index, "--allow-other")
+    assert done.returncode == 6, done.stderr  # EXIT_MOUNT
+    assert b"allow_other needs CAP_SETUID and CAP_SETGID" in done.stderr
+    assert not os.path.ismount(mnt)

@@ -1,0 +1,136 @@
+"""Open a source as the reader who asked, so the kernel decides what they may read.
+
+The daemon reads sources with its own rights (root, or a service user that
+may read every source). Mirroring owner, group and mode into the mount lets
+the kernel check those (``default_permissions``), but not POSIX ACLs, nor the
+search permission of the folders above a file: a reader could get bytes
+through the mount that the source itself refuses them (reliability.md F1,
+F2). Re-implementing those rules would be wrong in corner cases, so the open
+of a source is done with the reader's filesystem credentials instead: for
+that one system call this thread's fsuid, fsgid and supplementary groups
+are the reader's (from the FUSE request context), and the kernel applies
+every rule it would apply to the reader, ACLs and folder permissions
+included.
+
+Credentials are per thread in the kernel, but glibc's ``setgroups`` changes
+every thread of the process (it broadcasts, as POSIX requires), so the raw
+system calls are used: ``setfsuid``, ``setfsgid`` and ``setgroups`` on this
+thread only (setfsuid(2), setgroups(2) NOTES, nptl(7)). Switching needs
+CAP_SETUID and CAP_SETGID; a daemon without them cannot check as the reader,
+which ``can_switch`` tells, and then must not let other users in
+(``allow_other``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+# System call numbers of the per-thread credential calls (asm/unistd.h).
+_SYSCALLS = {
+    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123},
+    "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152},
+}
+_MAX_GROUPS = 65536  # NGROUPS_MAX on Linux
+_CAP_SETGID = 6  # linux/capability.h
+_CAP_SETUID = 7
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: the filesystem uid, gid and supplementary groups of a request."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+def _numbers() -> dict[str, int]:
+    machine = platform.machine()
+    if machine not in _SYSCALLS:
+        raise OSError(f"switching credentials per thread is not supported on {machine}")
+    return _SYSCALLS[machine]
+
+
+def _has_capabilities() -> bool:
+    """CAP_SETUID and CAP_SETGID in the effective set (``CapEff`` in /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                effective = int(line.split()[1], 16)
+                return bool(effective >> _CAP_SETUID & 1 and effective >> _CAP_SETGID & 1)
+    return False
+
+
+def can_switch() -> bool:
+    """Whether this process may take a reader's credentials (root, or the two capabilities)."""
+    try:
+        _numbers()
+    except OSError:
+        return False
+    return _has_capabilities()
+
+
+def _set_groups(groups: tuple[int, ...]) -> None:
+    array = (ctypes.c_uint32 * max(1, len(groups)))(*groups)
+    if _libc.syscall(_numbers()["setgroups"], len(groups), array) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setgroups: {os.strerror(err)}")
+
+
+def _set_fs_ids(uid: int, gid: int) -> None:
+    """setfsgid then setfsuid; each returns the previous id, so success is checked by asking."""
+    numbers = _numbers()
+    _libc.syscall(numbers["setfsgid"], gid)
+    _libc.syscall(numbers["setfsuid"], uid)
+    # A call with an invalid id (-1) changes nothing and returns the current one.
+    now = (_libc.syscall(numbers["setfsuid"], -1), _libc.syscall(numbers["setfsgid"], -1))
+    if now != (uid, gid):
+        raise PermissionError("could not take the reader's filesystem credentials")
+
+
+@contextlib.contextmanager
+def acting_as(caller: Caller) -> Iterator[None]:
+    """Run the block with this thread's filesystem credentials set to ``caller``'s.
+
+    The daemon's own credentials are restored afterwards whatever happens; if
+    that fails the thread cannot be trusted any more, so the process stops.
+    """
+    own_uid, own_gid, own_groups = os.geteuid(), os.getegid(), tuple(os.getgroups())
+    if (caller.uid, caller.gid, caller.groups) == (own_uid, own_gid, own_groups):
+        yield
+        return
+    try:
+        _set_groups(caller.groups)
+        _set_fs_ids(caller.uid, caller.gid)
+        yield
+    finally:
+        try:
+            _set_fs_ids(own_uid, own_gid)
+            _set_groups(own_groups)
+        except OSError:
+            log.critical("could not restore the daemon's credentials; stopping")
+            os._exit(70)  # EX_SOFTWARE: never serve another request with a reader's rights
+
+
+def groups_of(pid: int) -> tuple[int, ...]:
+    """The supplementary groups of a process (``Groups:`` of /proc/PID/status).
+
+    libfuse's fuse_getgroups reads the same line; reading it here keeps the
+    parsing in Python and works when the request came from a thread.
+    """
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Groups:"):
+                return tuple(int(g) for g in line.split()[1:][:_MAX_GROUPS])
+    raise ProcessLookupError(pid)

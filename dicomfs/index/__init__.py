@@ -1,27 +1,27 @@
 """The index: SQLite schema, the one writer, readers, and graph queries over them.
 
-Owns every SQL statement (sqlite-utils). May import ``dicomfs.dicom.records``
-and ``dicomfs.errors``, nothing above; everything above reads the index
-through the names exported here and ``dicomfs.index.graph``.
+Owns every SQL statement (sqlite-utils): ``schema`` (tables and their
+check), ``rows`` (what queries return), ``reader``, ``writer`` and
+``recovery`` (the index file: default place, damage, setting aside). May
+import ``dicomfs.dicom.records`` and ``dicomfs.errors``, nothing above;
+everything above reads the index through the names exported here and
+``dicomfs.index.graph``.
 """
 
-from dicomfs.index.store import (
-    SCHEMA_VERSION,
+from dicomfs.index.reader import IndexReader
+from dicomfs.index.recovery import default_index_path, is_damage, is_disk_full, set_aside
+from dicomfs.index.rows import (
     ApplyStats,
     ConflictRow,
     EdgeRow,
     FileRow,
-    IndexReader,
     IndexStatus,
-    IndexWriter,
     InstanceRow,
     ListingRow,
     RejectedRow,
-    default_index_path,
-    is_damage,
-    is_disk_full,
-    set_aside,
 )
+from dicomfs.index.schema import SCHEMA_VERSION
+from dicomfs.index.writer import IndexWriter
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -35,7 +35,7 @@ from rel_helpers import (
 from dicomfs.dicom.records import FileResult, FileStat, Instance
 from dicomfs.errors import DicomfsError
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.index import store as index_module
+from dicomfs.index import writer as index_writer
 from dicomfs.live import ingest
 from dicomfs.service.config import Settings
 from dicomfs.service.serve import LiveIndex
@@ -426,7 +426,7 @@ def test_readers_never_pin_the_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     read transaction open, which the view never does, makes it grow anyway.
     """
     limit = 4 * 1024 * 1024
-    monkeypatch.setattr(index_module, "WAL_LIMIT", limit)
+    monkeypatch.setattr(index_writer, "WAL_LIMIT", limit)
     index = tmp_path / "index.sqlite"
     writer = IndexWriter(index)
     view = View(lambda: IndexReader(index), dir_uid=0, dir_gid=0, mount_time_ns=0, cache_ttl=0)

@@ -1,0 +1,310 @@
+"""Read-only access to the index: every query the view, graph and commands ask.
+
+A reader owns one read-only SQLite connection in autocommit mode, so each
+query is a single statement and no read transaction outlives a call to pin
+the writer's WAL (reliability.md E5). WAL lets readers go on reading while
+the one writer (``dicomfs.index.writer``) writes. Readers also notice when
+the index file they opened has been replaced, so the mount can reopen.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dicomfs.dicom.records import ChangeKey
+from dicomfs.errors import IndexCorruptError, IndexUnavailableError
+from dicomfs.index.rows import (
+    EDGE_COLUMNS,
+    FILE_COLUMNS,
+    INSTANCE_COLUMNS,
+    PLAN_CLASSES,
+    REGISTRATION_CLASSES,
+    ConflictRow,
+    EdgeRow,
+    IndexStatus,
+    InstanceRow,
+    ListingRow,
+    RejectedRow,
+    decode_path,
+    edge_row,
+    file_row,
+    instance_row,
+)
+from dicomfs.index.schema import SCHEMA_VERSION, check_schema
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file now at ``path``: tells a replaced index from the same one."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class IndexReader:
+    """Read-only queries. Open one per thread: sqlite3 connections are not shared.
+
+    Each query is a single statement in autocommit mode, so no read
+    transaction outlives a call and pins the WAL (reliability.md E5).
+    """
+
+    def __init__(self, path: Path | str, *, _conn: sqlite3.Connection | None = None) -> None:
+        # Absolute: the FUSE loop may change the working directory to "/".
+        self.path = Path(os.path.abspath(path))
+        if _conn is not None:
+            self._conn = _conn
+            self.identity = _file_identity(self.path)
+            return
+        if not self.path.exists():
+            raise IndexUnavailableError(
+                f"no index at {self.path}: run `dicomfs index SOURCE...` first "
+                "or point --index / DICOMFS_INDEX at an existing index"
+            )
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=5.0,
+            )
+            conn.execute("PRAGMA query_only = 1")
+            self._conn = conn
+            self.identity = _file_identity(self.path)
+            check_schema(conn, self.path)
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(f"cannot read index {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def is_current(self) -> bool:
+        """False once the file at ``path`` is no longer the file this connection opened.
+
+        The index was deleted, replaced, or moved aside and rebuilt (see
+        ``Ingest``): the connection would go on answering from the old file,
+        so readers reopen (reliability.md E6).
+        """
+        return self.identity is not None and _file_identity(self.path) == self.identity
+
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._conn.execute(sql, params).fetchall()
+
+    # -- instances -------------------------------------------------------
+
+    def instance(self, sop_uid: str) -> InstanceRow | None:
+        """The serving copy of ``sop_uid``, or None when it is not indexed."""
+        rows = self._all(
+            f"SELECT {INSTANCE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
+            "WHERE i.sop_uid = ? AND i.serving = 1",
+            (sop_uid,),
+        )
+        return instance_row(rows[0]) if rows else None
+
+    def instances(self, sop_uids: Iterable[str]) -> dict[str, InstanceRow]:
+        """Serving copies of many UIDs at once (the graph asks in bulk)."""
+        wanted = list(dict.fromkeys(sop_uids))
+        found: dict[str, InstanceRow] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._all(
+                f"SELECT {INSTANCE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
+                f"WHERE i.serving = 1 AND i.sop_uid IN ({marks})",
+                chunk,
+            ):
+                inst = instance_row(row)
+                found[inst.sop_uid] = inst
+        return found
+
+    def _instances_where(self, where: str, params: Sequence[Any]) -> list[InstanceRow]:
+        return [
+            instance_row(row)
+            for row in self._all(
+                f"SELECT {INSTANCE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
+                f"WHERE i.serving = 1 AND {where} ORDER BY i.sop_uid",
+                params,
+            )
+        ]
+
+    def all_instances(self) -> list[InstanceRow]:
+        return self._instances_where("1", ())
+
+    def series_instances(self, series_uid: str) -> list[InstanceRow]:
+        return self._instances_where("i.series_uid = ?", (series_uid,))
+
+    def study_instances(self, study_uid: str) -> list[InstanceRow]:
+        return self._instances_where("i.study_uid = ?", (study_uid,))
+
+    def instances_on_frame_of_reference(self, for_uids: Iterable[str]) -> list[InstanceRow]:
+        uids = sorted(set(for_uids) - {""})
+        if not uids:
+            return []
+        return self._instances_where(f"i.for_uid IN ({','.join('?' * len(uids))})", uids)
+
+    def plans(self) -> list[InstanceRow]:
+        return self._instances_where(
+            f"i.sop_class IN ({','.join('?' * len(PLAN_CLASSES))})", PLAN_CLASSES
+        )
+
+    def registrations(self) -> list[InstanceRow]:
+        return self._instances_where(
+            f"i.sop_class IN ({','.join('?' * len(REGISTRATION_CLASSES))})", REGISTRATION_CLASSES
+        )
+
+    def series_uids(self) -> list[str]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT DISTINCT series_uid FROM instances WHERE serving = 1 AND series_uid != '' "
+                "ORDER BY series_uid"
+            )
+        ]
+
+    def study_uids(self) -> list[str]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT DISTINCT study_uid FROM instances WHERE serving = 1 AND study_uid != '' "
+                "ORDER BY study_uid"
+            )
+        ]
+
+    def study_series_uids(self, study_uid: str) -> list[str]:
+        return [
+            row[0]
+            for row in self._all(
+                "SELECT DISTINCT series_uid FROM instances "
+                "WHERE serving = 1 AND study_uid = ? AND series_uid != '' ORDER BY series_uid",
+                (study_uid,),
+            )
+        ]
+
+    def series_exists(self, series_uid: str, study_uid: str | None = None) -> bool:
+        if study_uid is None:
+            sql, params = "series_uid = ?", (series_uid,)
+        else:
+            sql, params = "series_uid = ? AND study_uid = ?", (series_uid, study_uid)  # type: ignore[assignment]
+        return bool(
+            self._all(f"SELECT 1 FROM instances WHERE serving = 1 AND {sql} LIMIT 1", params)
+        )
+
+    def listing(self, series_uid: str | None = None) -> list[ListingRow]:
+        """Serving instances of one series (or all), with only what ``ls -l`` shows.
+
+        The mount lists folders of thousands of files within a few times the
+        cost of listing the source folder; building full InstanceRows (JSON
+        per row) would take most of that budget.
+        """
+        where, params = ("", ()) if series_uid is None else ("AND i.series_uid = ?", (series_uid,))
+        return [
+            ListingRow(row[0], row[1], row[2], row[3], bool(row[4]), file_row(row, 5))
+            for row in self._all(
+                "SELECT i.sop_uid, i.modality, i.study_uid, i.series_uid, i.uid_safe, "
+                f"{FILE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
+                f"WHERE i.serving = 1 {where} ORDER BY i.sop_uid",
+                params,
+            )
+        ]
+
+    # -- edges -----------------------------------------------------------
+
+    def forward_edges(self, sop_uid: str) -> list[EdgeRow]:
+        """References stored in the serving copy of ``sop_uid``, in file order."""
+        return [
+            edge_row(row)
+            for row in self._all(
+                f"SELECT {EDGE_COLUMNS} FROM edges e JOIN instances i ON i.file_id = e.file_id "
+                "WHERE i.sop_uid = ? AND i.serving = 1 ORDER BY e.rowid",
+                (sop_uid,),
+            )
+        ]
+
+    def reverse_edges(self, target_uid: str) -> list[EdgeRow]:
+        """Edges whose target is ``target_uid``, from serving copies only."""
+        return [
+            edge_row(row)
+            for row in self._all(
+                f"SELECT {EDGE_COLUMNS} FROM edges e JOIN instances i ON i.file_id = e.file_id "
+                "WHERE e.target_uid = ? AND i.serving = 1 ORDER BY e.src_uid, e.rowid",
+                (target_uid,),
+            )
+        ]
+
+    # -- files -----------------------------------------------------------
+
+    def file_keys(self) -> dict[str, ChangeKey]:
+        """path -> ``FileStat.change_key`` of every known file: the reconcile skip key."""
+        return {
+            decode_path(path): (size, mtime_ns, inode, mode & 0o7777, uid, gid)
+            for path, size, mtime_ns, inode, mode, uid, gid in self._all(
+                "SELECT path, size, mtime_ns, inode, mode, uid, gid FROM files"
+            )
+        }
+
+    def file_state(self, path: str) -> str | None:
+        rows = self._all("SELECT state FROM files WHERE path = ?", (os.fsencode(path),))
+        return str(rows[0][0]) if rows else None
+
+    def rejected(self) -> list[RejectedRow]:
+        return [
+            RejectedRow(path=decode_path(path), kind=kind, reason=reason)
+            for path, kind, reason in self._all(
+                "SELECT path, reject_kind, reason FROM files WHERE state = 'rejected' ORDER BY path"
+            )
+        ]
+
+    def conflicts(self) -> list[ConflictRow]:
+        return [
+            ConflictRow(
+                sop_uid=row[0],
+                kind=row[1],
+                kept_path=decode_path(row[2]),
+                other_path=decode_path(row[3]),
+                detail=row[4],
+            )
+            for row in self._all(
+                "SELECT c.sop_uid, c.kind, k.path, o.path, c.detail FROM conflicts c "
+                "JOIN files k ON k.id = c.kept_file_id JOIN files o ON o.id = c.other_file_id "
+                "ORDER BY c.sop_uid, o.path"
+            )
+        ]
+
+    def meta(self, key: str) -> str | None:
+        rows = self._all("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def status(self) -> IndexStatus:
+        counts = dict(
+            self._all(
+                "SELECT 'instances', count(*) FROM instances WHERE serving = 1 "
+                "UNION ALL SELECT 'files', count(*) FROM files "
+                "UNION ALL SELECT 'indexed', count(*) FROM files WHERE state = 'indexed' "
+                "UNION ALL SELECT 'rejected', count(*) FROM files WHERE state = 'rejected' "
+                "UNION ALL SELECT 'conflicts', count(*) FROM conflicts WHERE kind = 'conflict' "
+                "UNION ALL SELECT 'benign', count(*) FROM conflicts WHERE kind = 'benign' "
+                "UNION ALL SELECT 'plans', count(*) FROM instances WHERE serving = 1 "
+                f"AND sop_class IN ({','.join(repr(c) for c in PLAN_CLASSES)})"
+            )
+        )
+        last_scan = self.meta("last_scan")
+        return IndexStatus(
+            instances=counts["instances"],
+            files=counts["files"],
+            indexed_files=counts["indexed"],
+            rejected_files=counts["rejected"],
+            conflicts=counts["conflicts"],
+            benign_duplicates=counts["benign"],
+            plans=counts["plans"],
+            schema_version=SCHEMA_VERSION,
+            last_scan=float(last_scan) if last_scan else None,
+            index_path=str(self.path),
+        )
+
+    def quick_check(self) -> str:
+        return str(self._all("PRAGMA quick_check")[0][0])

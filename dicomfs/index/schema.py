@@ -1,0 +1,160 @@
+"""The index's tables: the DDL, its version, and the check every connection makes on opening.
+
+One place says what is in an index file so that readers and the writer
+agree on it; a file with another schema version, or one that is not a
+dicomfs index at all, is refused rather than half-read. There are no
+migrations: the index is a cache of the source folders, so a changed
+schema means "delete it and re-index".
+
+Tables (schema version in ``meta``):
+
+- ``meta(key, value)``: schema version, dicomfs version, last scan time.
+- ``files``: one row per source file seen by a scan. ``path`` is stored as
+  bytes (``os.fsencode``) so non-UTF-8 file names survive. ``state`` is
+  ``indexed`` or ``rejected`` (with ``reject_kind`` and ``reason``).
+  ``digest`` (sha256 of the whole file) is computed only when two files
+  claim the same SOP Instance UID: hashing every file would cost more than
+  parsing its header.
+- ``instances``: one row per indexed file (``file_id`` is the key), the
+  identity read from the dataset. Several rows may share a ``sop_uid``;
+  exactly one has ``serving = 1``: the copy indexed first (lowest file id).
+  A later copy never takes the UID over; if the serving file disappears the
+  next oldest copy is promoted (reliability.md C2, Orthanc's
+  ``OverwriteInstances=false``).
+- ``edges``: the references stored in each indexed file (per file, so a
+  promoted duplicate brings its own edges).
+- ``conflicts``: each later copy of a served UID, ``benign`` when the bytes
+  are identical, ``conflict`` when they differ.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from dicomfs import __version__
+from dicomfs.errors import IndexCorruptError
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    dev INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reject_kind TEXT,
+    reason TEXT,
+    digest TEXT,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_state ON files(state);
+CREATE TABLE IF NOT EXISTS instances (
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+    sop_uid TEXT NOT NULL,
+    serving INTEGER NOT NULL DEFAULT 0,
+    sop_class TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    for_uid TEXT NOT NULL,
+    label TEXT NOT NULL,
+    dose_summation_type TEXT NOT NULL,
+    series_description TEXT NOT NULL,
+    instance_number INTEGER,
+    plan_intent TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    uid_safe INTEGER NOT NULL,
+    flags TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_uid, file_id);
+CREATE UNIQUE INDEX IF NOT EXISTS instances_serving ON instances(sop_uid) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_for ON instances(for_uid) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_class ON instances(sop_class) WHERE serving = 1;
+CREATE TABLE IF NOT EXISTS edges (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    src_uid TEXT NOT NULL,
+    target_uid TEXT NOT NULL,
+    level TEXT NOT NULL,
+    role TEXT NOT NULL,
+    path TEXT NOT NULL,
+    class_hint TEXT NOT NULL,
+    qualifiers TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edges_file ON edges(file_id);
+CREATE INDEX IF NOT EXISTS edges_target ON edges(target_uid);
+CREATE TABLE IF NOT EXISTS conflicts (
+    id INTEGER PRIMARY KEY,
+    sop_uid TEXT NOT NULL,
+    kept_file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    other_file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    seen_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conflicts_other ON conflicts(other_file_id);
+"""
+
+
+def check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file a reader cannot trust: not an index, or another schema version.
+
+    Readers never create anything (their connection is read-only), so all
+    they can do is say clearly what is wrong and what to do about it.
+    """
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise IndexCorruptError(f"{path} is not a dicomfs index ({exc})") from exc
+    if row is None or int(row[0]) != SCHEMA_VERSION:
+        found = row[0] if row else "none"
+        raise IndexCorruptError(
+            f"{path} has schema version {found}, this dicomfs needs {SCHEMA_VERSION}: "
+            "delete it and re-index (the index is a cache of the source folders)"
+        )
+
+
+def create_or_check_schema(conn: sqlite3.Connection) -> None:
+    """Give an empty file the schema, or check the one it has; for the writer.
+
+    Checked and created under one write lock: two processes creating the
+    same new index must not both insert the schema rows. A file with other
+    tables is someone else's database and is left alone.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None or int(row[0]) != SCHEMA_VERSION:
+                raise IndexCorruptError(
+                    f"index has schema version {row[0] if row else 'none'}, "
+                    f"expected {SCHEMA_VERSION}: delete it and re-index"
+                )
+        elif tables - {"sqlite_sequence"}:
+            raise IndexCorruptError("file exists and is not a dicomfs index")
+        else:
+            for statement in DDL.strip().split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("dicomfs_version", __version__)],
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,329 @@
+"""The one writer: every change to the index, one batch per transaction.
+
+Concurrency (reliability.md E): one writer, every batch in one
+``BEGIN IMMEDIATE`` transaction, so a second writer (another ``dicomfs
+index``) waits instead of failing; readers open their own read-only
+connections. The writer also enforces the duplicate rule: the copy of a
+SOP Instance UID indexed first serves it, later copies are recorded as
+benign (identical bytes) or conflicts, and the oldest remaining copy is
+promoted when the serving one leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import sqlite_utils
+
+from dicomfs.dicom.records import FileResult, FileStat, Instance
+from dicomfs.errors import IndexCorruptError
+from dicomfs.index.reader import IndexReader
+from dicomfs.index.rows import ApplyStats, decode_path
+from dicomfs.index.schema import create_or_check_schema
+
+# SQLite's auto-checkpoint cannot restart the WAL while readers keep reading
+# (a busy mount): past this size a batch ends with a checkpoint that waits for
+# the readers of the moment (reliability.md E5).
+WAL_LIMIT = 64 * 1024 * 1024
+WRITER_BUSY_TIMEOUT_MS = 30_000
+
+DigestFunction = Callable[[str], "str | None"]
+
+
+class IndexWriter(IndexReader):
+    """The one writer. Batches are applied in ``BEGIN IMMEDIATE`` transactions.
+
+    Callers keep a single IndexWriter on a single thread (the ingest worker);
+    readers in other threads open their own IndexReader.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # Created 0600 before SQLite touches it: the index holds patient IDs.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+        try:
+            conn = sqlite3.connect(
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=WRITER_BUSY_TIMEOUT_MS / 1000,
+            )
+            conn.execute("PRAGMA journal_mode = WAL")
+            # Derived data: NORMAL may lose the last commits on power loss but
+            # stays consistent; the reconcile scan restores them (reliability.md E4).
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self.db = sqlite_utils.Database(conn)
+            create_or_check_schema(conn)
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(f"cannot open index {path} for writing: {exc}") from exc
+        super().__init__(path, _conn=conn)
+        self._lock = threading.Lock()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def apply(
+        self,
+        results: Sequence[FileResult],
+        removed: Iterable[str] = (),
+        digest: DigestFunction | None = None,
+    ) -> ApplyStats:
+        """Write one batch: parsed files in, vanished paths out, in one transaction.
+
+        ``results`` must be in scan order: the first copy of a UID in that
+        order serves it, so re-indexing the same tree gives the same answers.
+        ``digest`` hashes a source file; it is called only for files that
+        share a SOP Instance UID with an already indexed file.
+        """
+        stats = ApplyStats()
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for path in removed:
+                    stats.removed += self._remove(os.fsencode(path), digest)
+                for item in results:
+                    self._store(item, digest, stats)
+                conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR):
+                # a second ROLLBACK would hide the real error behind "no transaction".
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            try:
+                wal = os.path.getsize(f"{self.path}-wal")
+            except OSError:
+                wal = 0
+            if wal > WAL_LIMIT:
+                self._restart_wal()
+        return stats
+
+    def _restart_wal(self) -> None:
+        """Checkpoint and restart the WAL, waiting briefly for the readers of the moment.
+
+        Mount readers hold no transaction across calls, so a short wait lets
+        each finish its statement; a reader that holds a transaction open (a
+        user's sqlite3 shell) costs this batch 0.2 s, not the busy timeout.
+        """
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout = 200")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS}")
+
+    def _remove(self, raw_path: bytes, digest: DigestFunction | None) -> int:
+        conn = self._conn
+        row = conn.execute("SELECT id FROM files WHERE path = ?", (raw_path,)).fetchone()
+        if row is None:
+            return 0
+        file_id = row[0]
+        served = conn.execute(
+            "SELECT sop_uid FROM instances WHERE file_id = ? AND serving = 1", (file_id,)
+        ).fetchone()
+        conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+        if served is not None:
+            self._promote(served[0], digest)
+        return 1
+
+    def _promote(self, sop_uid: str, digest: DigestFunction | None) -> None:
+        """After the serving copy left, the oldest remaining copy serves the UID."""
+        conn = self._conn
+        row = conn.execute(
+            "SELECT min(file_id) FROM instances WHERE sop_uid = ?", (sop_uid,)
+        ).fetchone()
+        if row is None or row[0] is None:
+            return
+        promoted = row[0]
+        conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (promoted,))
+        # Remaining copies are compared with the promoted one, not the one that left.
+        conn.execute("DELETE FROM conflicts WHERE sop_uid = ?", (sop_uid,))
+        others = conn.execute(
+            "SELECT file_id FROM instances WHERE sop_uid = ? AND file_id != ? ORDER BY file_id",
+            (sop_uid, promoted),
+        ).fetchall()
+        for (other_id,) in others:
+            self._record_duplicate(sop_uid, promoted, other_id, digest, ApplyStats())
+
+    def _store(self, item: FileResult, digest: DigestFunction | None, stats: ApplyStats) -> None:
+        conn = self._conn
+        st: FileStat = item.stat
+        raw_path = os.fsencode(st.path)
+        result = item.result
+        now = time.time()
+        row = conn.execute("SELECT id FROM files WHERE path = ?", (raw_path,)).fetchone()
+        state = "indexed" if isinstance(result, Instance) else "rejected"
+        kind = None if isinstance(result, Instance) else result.kind.value
+        reason = None if isinstance(result, Instance) else result.reason
+        values = (
+            st.size, st.mtime_ns, st.inode, st.dev, st.uid, st.gid, st.mode,
+            state, kind, reason, now,
+        )  # fmt: skip
+        previously_served: str | None = None
+        if row is None:
+            file_id = conn.execute(
+                "INSERT INTO files(size, mtime_ns, inode, dev, uid, gid, mode, state, "
+                "reject_kind, reason, indexed_at, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (*values, raw_path),
+            ).lastrowid
+            assert file_id is not None
+        else:
+            # Same path, new content: keep the file id so a rewrite in place
+            # keeps its place in "first copy serves" order.
+            file_id = row[0]
+            old = conn.execute(
+                "SELECT sop_uid, serving FROM instances WHERE file_id = ?", (file_id,)
+            ).fetchone()
+            if old is not None and old[1]:
+                previously_served = old[0]
+            conn.execute("DELETE FROM instances WHERE file_id = ?", (file_id,))
+            conn.execute("DELETE FROM edges WHERE file_id = ?", (file_id,))
+            conn.execute(
+                "DELETE FROM conflicts WHERE other_file_id = ? OR kept_file_id = ?",
+                (file_id, file_id),
+            )
+            conn.execute(
+                "UPDATE files SET size=?, mtime_ns=?, inode=?, dev=?, uid=?, gid=?, mode=?, "
+                "state=?, reject_kind=?, reason=?, indexed_at=?, digest=NULL WHERE id = ?",
+                (*values, file_id),
+            )
+        if not isinstance(result, Instance):
+            stats.rejected += 1
+            if previously_served is not None:
+                self._promote(previously_served, digest)
+            return
+        stats.indexed += 1
+        self._insert_instance(file_id, result)
+        if previously_served is not None and previously_served != result.sop_instance_uid:
+            self._promote(previously_served, digest)
+        self._settle_serving(file_id, st.path, result.sop_instance_uid, digest, stats)
+
+    def _insert_instance(self, file_id: int, inst: Instance) -> None:
+        conn = self._conn
+        conn.execute(
+            "INSERT INTO instances(file_id, sop_uid, serving, sop_class, modality, patient_id, "
+            "study_uid, series_uid, for_uid, label, dose_summation_type, series_description, "
+            "instance_number, plan_intent, transfer_syntax, uid_safe, flags) "
+            "VALUES (?,?,0,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                file_id,
+                inst.sop_instance_uid,
+                inst.sop_class_uid,
+                inst.modality,
+                inst.patient_id,
+                inst.study_uid,
+                inst.series_uid,
+                inst.frame_of_reference_uid,
+                inst.label,
+                inst.dose_summation_type,
+                inst.series_description,
+                inst.instance_number,
+                inst.plan_intent,
+                inst.transfer_syntax,
+                int(inst.uid_is_safe),
+                json.dumps(inst.flags),
+            ),
+        )
+        if inst.edges:
+            conn.executemany(
+                "INSERT INTO edges(file_id, src_uid, target_uid, level, role, path, class_hint, "
+                "qualifiers, study_uid, series_uid) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        file_id,
+                        inst.sop_instance_uid,
+                        e.target_uid,
+                        e.level.value,
+                        e.role.value,
+                        e.path,
+                        e.class_hint,
+                        json.dumps(e.qualifiers),
+                        e.study_uid,
+                        e.series_uid,
+                    )
+                    for e in inst.edges
+                ],
+            )
+
+    def _settle_serving(
+        self,
+        file_id: int,
+        path: str,
+        sop_uid: str,
+        digest: DigestFunction | None,
+        stats: ApplyStats,
+    ) -> None:
+        """Decide whether the new row serves its UID and record every duplicate."""
+        conn = self._conn
+        current = conn.execute(
+            "SELECT file_id FROM instances WHERE sop_uid = ? AND serving = 1", (sop_uid,)
+        ).fetchone()
+        if current is not None:
+            # The copy that got the UID first keeps it, whatever its file id.
+            self._record_duplicate(sop_uid, current[0], file_id, digest, stats)
+            return
+        conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (file_id,))
+        # A rewrite in place of the serving copy: older copies are compared anew.
+        others = conn.execute(
+            "SELECT file_id FROM instances WHERE sop_uid = ? AND file_id != ? ORDER BY file_id",
+            (sop_uid, file_id),
+        ).fetchall()
+        for (other_id,) in others:
+            self._record_duplicate(sop_uid, file_id, other_id, digest, stats)
+
+    def _digest_of(self, file_id: int, digest: DigestFunction | None) -> str | None:
+        """The stored digest, computed and stored on first need."""
+        raw_path, stored = self._conn.execute(
+            "SELECT path, digest FROM files WHERE id = ?", (file_id,)
+        ).fetchone()
+        if stored is not None or digest is None:
+            return str(stored) if stored is not None else None
+        value = digest(decode_path(raw_path))
+        if value is not None:
+            self._conn.execute("UPDATE files SET digest = ? WHERE id = ?", (value, file_id))
+        return value
+
+    def _record_duplicate(
+        self,
+        sop_uid: str,
+        kept_id: int,
+        other_id: int,
+        digest: DigestFunction | None,
+        stats: ApplyStats,
+    ) -> None:
+        kept_digest = self._digest_of(kept_id, digest)
+        other_digest = self._digest_of(other_id, digest)
+        if other_digest is not None and other_digest == kept_digest:
+            kind, detail = "benign", "identical bytes"
+            stats.benign_duplicates += 1
+        else:
+            kind = "conflict"
+            detail = "different bytes; the first indexed copy keeps serving the UID"
+            stats.conflicts += 1
+        self._conn.execute("DELETE FROM conflicts WHERE other_file_id = ?", (other_id,))
+        self._conn.execute(
+            "INSERT INTO conflicts(sop_uid, kept_file_id, other_file_id, kind, detail, seen_at) "
+            "VALUES (?,?,?,?,?,?)",
+            (sop_uid, kept_id, other_id, kind, detail, time.time()),
+        )
+
+    def checkpoint(self) -> None:
+        """Truncate the WAL when it grew: long scans would otherwise leave it large."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1,6 +1,7 @@
 """One file in, one record out: an Instance with its reference edges, or a Rejection.
 
-The only module (with its helper ``dicomfs.dicom.references``) that imports pydicom.
+With its helpers ``dicomfs.dicom.reading`` (the bounded element reading) and
+``dicomfs.dicom.references`` (the edges), the only code that imports pydicom.
 It does not call ``dcmread``: dcmread returns a partial dataset for a
 truncated file without a word, inflates a deflated file with no bound, and
 turns any bytes into a dataset under ``force=True`` (reliability.md B1, D1,
@@ -31,16 +32,21 @@ import os
 import re
 import stat
 import warnings
-import zlib
-from itertools import compress, islice, repeat
-from operator import attrgetter, is_
 from typing import BinaryIO
 
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.filereader import data_element_generator
-from pydicom.tag import BaseTag
-from pydicom.valuerep import VR
-
+from dicomfs.dicom.reading import (
+    DEFLATED_TRANSFER_SYNTAX,
+    ENCODINGS,
+    Reject,
+    check_vr_encoding,
+    describe,
+    guess_encoding,
+    inflate,
+    load_deferred_sequences,
+    read_dataset,
+    read_meta,
+    skip_command_set,
+)
 from dicomfs.dicom.records import (
     FileResult,
     FileStat,
@@ -55,38 +61,22 @@ from dicomfs.dicom.references import (
     RT_ION_PLAN,
     RT_PLAN,
     RT_STRUCTURE_SET,
-    SEQUENCE_TAGS,
     SERIES_UID,
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
     STUDY_UID,
     Node,
     extract_edges,
-    keyword,
 )
 
-# Warnings attributed to pydicom, or to our modules that call it (stacklevel).
-warnings.filterwarnings("ignore", module=r"(pydicom|dicomfs\.(parse|references))(\.|$)")
+# Warnings attributed to pydicom, or to our modules that call it (stacklevel):
+# every module of this package, since the reading layer is the one that does.
+warnings.filterwarnings("ignore", module=r"(pydicom|dicomfs\.dicom)(\.|$)")
 logging.getLogger("pydicom").addFilter(lambda record: False)
 
-# Values longer than this are skipped by seeking instead of read (pixel data).
-DEFER_SIZE = 64 * 1024
-# A deflated dataset may inflate to at most this (a 200 KB bomb would be 200 MB).
-MAX_INFLATED_BYTES = 64 * 1024 * 1024
-# A top-level sequence longer than this is not loaded to look for references.
-MAX_SEQUENCE_BYTES = 256 * 1024 * 1024
-# Real datasets have a few thousand top-level elements; a zero-filled file
-# (a preallocating writer) reads as 8-byte elements, one per 8 bytes.
-MAX_TOP_LEVEL_ELEMENTS = 100_000
-
-DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_INFLATE_READ = 64 * 1024
-_INFLATE_STEP = 1024 * 1024
-_REASON_MAX = 200
 
 _TRANSFER_SYNTAX_UID = 0x00020010
 _MEDIA_CLASS_UID = 0x00020002
@@ -104,31 +94,8 @@ _RT_IMAGE_LABEL = 0x30020002
 _CONTENT_LABEL = 0x00700080
 _ROWS, _COLUMNS = 0x00280010, 0x00280011
 _PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-
-# (implicit VR, little endian) per transfer syntax; any other syntax is
-# explicit VR little endian (PS3.5 A.4: all encapsulated syntaxes are).
-_ENCODINGS = {
-    "1.2.840.10008.1.2": (True, True),
-    "1.2.840.10008.1.2.1": (False, True),
-    "1.2.840.10008.1.2.2": (False, False),
-    DEFLATED_TRANSFER_SYNTAX: (False, True),
-}
-_VR_NAMES = frozenset(vr.value.encode("ascii") for vr in VR)
-_DELIMITER_LE = b"\xfe\xff\xdd\xe0"
-_DELIMITER_BE = b"\xff\xfe\xe0\xdd"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _IS_MAX = 2**31 - 1  # IS values are 32-bit signed (PS3.5 6.2)
-_GET_VALUE = attrgetter("value")
-
-Elements = dict[int, RawDataElement | DataElement]
-
-
-class _Reject(Exception):
-    """Carries a rejection out of nested helpers to parse_fileobj."""
-
-    def __init__(self, kind: RejectKind, reason: str) -> None:
-        super().__init__(reason)
-        self.rejection = Rejection(kind, reason)
 
 
 # -- public API --------------------------------------------------------------
@@ -145,7 +112,7 @@ def parse_file(path: str) -> FileResult | None:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # e.g. ValueError for a NUL in the name
-        return FileResult(_file_stat(path, None), _unreadable(exc))
+        return FileResult(FileStat.from_stat(path, None), _unreadable(exc))
 
 
 def _parse_path(path: str) -> FileResult | None:
@@ -155,36 +122,36 @@ def _parse_path(path: str) -> FileResult | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
-        return FileResult(_file_stat(path, None), _unreadable(exc))
+        return FileResult(FileStat.from_stat(path, None), _unreadable(exc))
     if not stat.S_ISREG(before.st_mode):
-        return FileResult(_file_stat(path, before), _not_regular(before.st_mode))
+        return FileResult(FileStat.from_stat(path, before), _not_regular(before.st_mode))
     try:
         fd = os.open(name, _OPEN_FLAGS)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            return FileResult(_file_stat(path, before), _not_regular(stat.S_IFLNK))
-        return FileResult(_file_stat(path, before), _unreadable(exc))
+            return FileResult(FileStat.from_stat(path, before), _not_regular(stat.S_IFLNK))
+        return FileResult(FileStat.from_stat(path, before), _unreadable(exc))
     try:
         opened = os.fstat(fd)
         if not stat.S_ISREG(opened.st_mode):  # swapped between lstat and open
             os.close(fd)
-            return FileResult(_file_stat(path, opened), _not_regular(opened.st_mode))
+            return FileResult(FileStat.from_stat(path, opened), _not_regular(opened.st_mode))
         fileobj = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
     with fileobj:
         result = parse_fileobj(fileobj, opened.st_size)
-    return FileResult(_file_stat(path, opened), result)
+    return FileResult(FileStat.from_stat(path, opened), result)
 
 
 def parse_fileobj(fileobj: BinaryIO, size: int) -> Instance | Rejection:
     """Parse one file-like object of known size. Never raises."""
     try:
         return _parse(fileobj, size)
-    except _Reject as exc:
+    except Reject as exc:
         return exc.rejection
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -195,16 +162,16 @@ def parse_fileobj(fileobj: BinaryIO, size: int) -> Instance | Rejection:
     except OSError as exc:
         if exc.errno is not None:
             return _unreadable(exc)
-        return Rejection(RejectKind.MALFORMED, _describe(exc))
+        return Rejection(RejectKind.MALFORMED, describe(exc))
     except BaseException as exc:
-        return Rejection(RejectKind.MALFORMED, _describe(exc))
+        return Rejection(RejectKind.MALFORMED, describe(exc))
 
 
 def parse_bytes(data: bytes) -> Instance | Rejection:
     return parse_fileobj(io.BytesIO(data), len(data))
 
 
-# -- reading -----------------------------------------------------------------
+# -- deciding what the file is ----------------------------------------------
 
 
 def _parse(fp: BinaryIO, size: int) -> Instance | Rejection:
@@ -216,7 +183,7 @@ def _parse(fp: BinaryIO, size: int) -> Instance | Rejection:
     flags: list[str] = []
     fp.seek(132 if strict else 0)
 
-    meta = Node(_read_meta(fp, size, strict), flags)
+    meta = Node(read_meta(fp, size, strict), flags)
     if not meta.elems:
         flags.append("no_file_meta")
     elif not strict:
@@ -226,18 +193,18 @@ def _parse(fp: BinaryIO, size: int) -> Instance | Rejection:
     transfer_syntax = meta.uid(_TRANSFER_SYNTAX_UID)
 
     if transfer_syntax == DEFLATED_TRANSFER_SYNTAX:
-        data = _inflate(fp, size, flags)
+        data = inflate(fp, size, flags)
         fp, start, size = io.BytesIO(data), 0, len(data)
         implicit, little = False, True
     else:
-        _skip_command_set(fp)
+        skip_command_set(fp)
         start = fp.tell()
-        implicit, little = _ENCODINGS.get(transfer_syntax) or _guess_encoding(
+        implicit, little = ENCODINGS.get(transfer_syntax) or guess_encoding(
             fp, bool(transfer_syntax)
         )
-    implicit = _check_vr_encoding(fp, start, implicit, flags)
+    implicit = check_vr_encoding(fp, start, implicit, flags)
 
-    elems, problem = _read_dataset(fp, start, size, implicit, little)
+    elems, problem = read_dataset(fp, start, size, implicit, little)
     root = Node(elems, flags)
     sop_class = root.uid(SOP_CLASS_UID)
     sop_instance = root.uid(SOP_INSTANCE_UID)
@@ -251,229 +218,8 @@ def _parse(fp: BinaryIO, size: int) -> Instance | Rejection:
     if not sop_class or not sop_instance:
         missing = "SOP Class UID" if not sop_class else "SOP Instance UID"
         return Rejection(RejectKind.NO_IDENTITY, f"no {missing} in the dataset")
-    _load_deferred_sequences(fp, elems, size)
+    load_deferred_sequences(fp, elems, size)
     return _instance(root, meta, transfer_syntax, flags)
-
-
-def _read_meta(fp: BinaryIO, size: int, strict: bool) -> Elements:
-    """File Meta group (0002): explicit VR LE, or implicit from some writers (pydicom #503)."""
-    start = fp.tell()
-    peek = fp.read(6)
-    fp.seek(start)
-    if len(peek) < 6 or peek[:2] != b"\x02\x00":
-        return {}
-    explicit = peek[4:6] in _VR_NAMES
-    elements: Elements = {}
-    kind = RejectKind.TRUNCATED if strict else RejectKind.NOT_DICOM
-    generator = data_element_generator(
-        fp, not explicit, True, stop_when=_not_meta, defer_size=DEFER_SIZE
-    )
-    end = start
-    try:
-        for elem in generator:
-            elements[elem.tag] = elem
-            end = elem.value_tell + elem.length  # type: ignore[union-attr]
-    except (RecursionError, MemoryError):
-        raise
-    except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise
-        raise _Reject(kind, f"file meta information unreadable: {_describe(exc)}") from exc
-    if end > size or fp.tell() > end:
-        raise _Reject(kind, f"file meta information ends past the end of the file ({size})")
-    return elements
-
-
-def _not_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag >> 16 != 2
-
-
-def _not_command(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag >> 16 != 0
-
-
-def _skip_command_set(fp: BinaryIO) -> None:
-    """Group 0000 is not part of a stored instance; pydicom reads it as implicit VR LE."""
-    start = fp.tell()
-    peek = fp.read(2)
-    fp.seek(start)
-    if peek == b"\x00\x00":
-        generator = data_element_generator(
-            fp, True, True, stop_when=_not_command, defer_size=DEFER_SIZE
-        )
-        for _ in islice(generator, MAX_TOP_LEVEL_ELEMENTS):
-            pass
-        if next(generator, None) is not None:
-            raise _Reject(RejectKind.NOT_DICOM, "endless group 0000 (a zero-filled file?)")
-
-
-def _guess_encoding(fp: BinaryIO, had_syntax: bool) -> tuple[bool, bool]:
-    """Encoding when the file meta names none (as pydicom's read_partial guesses)."""
-    if had_syntax:  # an unknown (compressed or private) syntax: explicit VR LE
-        return False, True
-    start = fp.tell()
-    peek = fp.read(6)
-    fp.seek(start)
-    if len(peek) < 6 or peek[4:6] not in _VR_NAMES:
-        return True, True
-    # Big endian group numbers up to 0x00FF read as >= 1024 in little endian.
-    return False, int.from_bytes(peek[:2], "little") < 1024
-
-
-def _check_vr_encoding(fp: BinaryIO, start: int, implicit: bool, flags: list[str]) -> bool:
-    """Writers mislabel implicit/explicit VR; trust the first element, as pydicom does."""
-    fp.seek(start)
-    peek = fp.read(6)
-    fp.seek(start)
-    if len(peek) < 6:
-        return implicit
-    found_implicit = not (0x40 < peek[4] < 0x5B and 0x40 < peek[5] < 0x5B)
-    if found_implicit != implicit:
-        flags.append("vr_mismatch")
-    return found_implicit
-
-
-def _read_dataset(
-    fp: BinaryIO, start: int, size: int, implicit: bool, little: bool
-) -> tuple[Elements, Rejection | None]:
-    """Read every top-level element and check that the dataset ends exactly at ``size``.
-
-    pydicom stops quietly at a short read, so completeness is judged from
-    where the last element ends: a defined-length element ends at its value
-    offset plus its length, an undefined-length one with a sequence delimiter.
-    """
-    elements: Elements = {}
-    last: RawDataElement | DataElement | None = None
-    fp.seek(start)
-    generator = data_element_generator(fp, implicit, little, defer_size=DEFER_SIZE)
-    try:
-        for elem in islice(generator, MAX_TOP_LEVEL_ELEMENTS):
-            elements[elem.tag] = elem
-            last = elem
-        if next(generator, None) is not None:
-            reason = f"more than {MAX_TOP_LEVEL_ELEMENTS} top-level elements"
-            return elements, Rejection(RejectKind.TOO_LARGE, reason)
-    except (RecursionError, MemoryError):
-        raise
-    except EOFError as exc:
-        return elements, Rejection(RejectKind.TRUNCATED, f"{_describe(exc)} (file size {size})")
-    except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise
-        position = fp.tell()
-        kind = RejectKind.TRUNCATED if position >= size else RejectKind.MALFORMED
-        return elements, Rejection(kind, f"{_describe(exc)} at offset {position} of {size}")
-    return elements, _completeness(fp, start, size, last, little)
-
-
-def _completeness(
-    fp: BinaryIO, start: int, size: int, last: RawDataElement | DataElement | None, little: bool
-) -> Rejection | None:
-    stopped = fp.tell()
-    if last is None:
-        if stopped == start == size:
-            return None
-        return Rejection(RejectKind.TRUNCATED, f"{stopped - start} bytes, no complete element")
-    where = f"{keyword(last.tag)} at offset {_value_offset(last)}"
-    if isinstance(last, DataElement) or last.length == _UNDEFINED_LENGTH:
-        fp.seek(max(stopped - 8, 0))
-        ending = fp.read(4)
-        fp.seek(stopped)
-        if stopped != size or ending != (_DELIMITER_LE if little else _DELIMITER_BE):
-            return Rejection(
-                RejectKind.TRUNCATED,
-                f"undefined-length {where} does not end with a delimiter at {size}",
-            )
-        return None
-    end = last.value_tell + last.length
-    if end > size:
-        return Rejection(
-            RejectKind.TRUNCATED,
-            f"{where} declares {last.length} bytes but the file ends at {size}",
-        )
-    if stopped > end:
-        return Rejection(
-            RejectKind.TRUNCATED,
-            f"{stopped - end} bytes after the last complete element at offset {end} of {size}",
-        )
-    if end < size:
-        return Rejection(RejectKind.MALFORMED, f"parsing stopped at offset {end} of {size}")
-    return None
-
-
-def _value_offset(elem: RawDataElement | DataElement) -> int | None:
-    if isinstance(elem, RawDataElement):
-        return elem.value_tell
-    return elem.file_tell
-
-
-def _load_deferred_sequences(fp: BinaryIO, elems: Elements, size: int) -> None:
-    """Read back the sequences that ``defer_size`` skipped: they may hold references."""
-    deferred = list(compress(elems, map(is_, repeat(None), map(_GET_VALUE, elems.values()))))
-    for tag in deferred:  # C-level scan above: this runs on every CT slice
-        raw = elems[tag]
-        if not isinstance(raw, RawDataElement) or raw.length in (0, _UNDEFINED_LENGTH):
-            continue
-        fp.seek(raw.value_tell)
-        if raw.VR != "SQ" and not _may_be_sequence(tag, raw, fp.read(4)):
-            continue
-        if raw.length > MAX_SEQUENCE_BYTES:
-            raise _Reject(RejectKind.TOO_LARGE, f"{keyword(tag)} is {raw.length} bytes long")
-        fp.seek(raw.value_tell)
-        value = fp.read(raw.length)
-        if len(value) != raw.length:
-            raise _Reject(RejectKind.TRUNCATED, f"file shrank while reading {keyword(tag)}")
-        elems[tag] = raw._replace(value=value)
-
-
-def _may_be_sequence(tag: int, raw: RawDataElement, first: bytes) -> bool:
-    if raw.VR not in (None, "UN"):
-        return False
-    return tag in SEQUENCE_TAGS or (bool(tag >> 16 & 1) and first == b"\xfe\xff\x00\xe0")
-
-
-def _inflate(fp: BinaryIO, size: int, flags: list[str]) -> bytes:
-    """Inflate the deflated dataset (PS3.5 A.5), refusing more than MAX_INFLATED_BYTES.
-
-    A first pass only counts, so a bomb costs CPU up to the cap but no memory;
-    only a stream known to fit is inflated into memory.
-    """
-    start = fp.tell()
-    total, complete, _ = _run_inflater(fp, keep=False)
-    if total > MAX_INFLATED_BYTES:
-        raise _Reject(
-            RejectKind.TOO_LARGE, f"deflated dataset inflates beyond {MAX_INFLATED_BYTES} bytes"
-        )
-    if not complete:
-        raise _Reject(RejectKind.TRUNCATED, "deflated dataset ends before its end of stream")
-    fp.seek(start)
-    _, _, chunks = _run_inflater(fp, keep=True)
-    trailing = size - fp.tell()
-    if trailing > 1:  # one pad byte makes the deflated stream even in length
-        flags.append("deflate_trailing_bytes")
-    return b"".join(chunks)
-
-
-def _run_inflater(fp: BinaryIO, *, keep: bool) -> tuple[int, bool, list[bytes]]:
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    chunks: list[bytes] = []
-    total = 0
-    try:
-        while not inflater.eof:
-            data = inflater.unconsumed_tail or fp.read(_INFLATE_READ)
-            if not data:
-                break
-            out = inflater.decompress(data, _INFLATE_STEP)
-            total += len(out)
-            if total > MAX_INFLATED_BYTES:
-                break
-            if keep:
-                chunks.append(out)
-    except zlib.error as exc:
-        raise _Reject(RejectKind.MALFORMED, f"corrupt deflate stream: {exc}") from exc
-    if inflater.eof:  # give back what belongs after the stream, so tell() is exact
-        fp.seek(fp.tell() - len(inflater.unused_data))
-    return total, inflater.eof, chunks
 
 
 # -- the record --------------------------------------------------------------
@@ -540,16 +286,11 @@ def _integer(text: str) -> int | None:
 # -- helpers -----------------------------------------------------------------
 
 
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= _REASON_MAX else text[: _REASON_MAX - 3] + "..."
-
-
 def _unreadable(exc: BaseException) -> Rejection:
     if isinstance(exc, OSError) and exc.errno is not None:
         name = errno.errorcode.get(exc.errno, str(exc.errno))
         return Rejection(RejectKind.UNREADABLE, f"{name}: {exc.strerror}")
-    return Rejection(RejectKind.UNREADABLE, _describe(exc))
+    return Rejection(RejectKind.UNREADABLE, describe(exc))
 
 
 def _not_regular(mode: int) -> Rejection:
@@ -563,18 +304,3 @@ def _not_regular(mode: int) -> Rejection:
     )
     what = next((name for test, name in kinds if test(mode)), "special file")
     return Rejection(RejectKind.NOT_REGULAR, f"not a regular file: {what}")
-
-
-def _file_stat(path: str, st: os.stat_result | None) -> FileStat:
-    if st is None:
-        return FileStat(path, 0, 0, 0, 0, 0, 0, 0)
-    return FileStat(
-        path=path,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        inode=st.st_ino,
-        dev=st.st_dev,
-        uid=st.st_uid,
-        gid=st.st_gid,
-        mode=st.st_mode,
-    )

@@ -7,6 +7,7 @@ and returns them, the graph and the view read them. No I/O happens here.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -168,7 +169,31 @@ class FileStat:
     dev: int
     uid: int
     gid: int
-    mode: int
+    mode: int  # the whole st_mode: file type and permission bits
+
+    @classmethod
+    def from_stat(cls, path: str, st: os.stat_result | None) -> FileStat:
+        """The record of ``st``; all zeros when the file could not be looked at.
+
+        The scan, the watcher and the parser all build their records here, so
+        a file seen by one compares equal to the same file seen by another.
+        ``mode`` is the whole ``st_mode``, not only the permission bits: it is
+        the faithful record (the type bits say a regular file was parsed), and
+        each reader masks what it uses: ``change_key`` the permission bits,
+        the view the read bits it mirrors.
+        """
+        if st is None:
+            return cls(path, 0, 0, 0, 0, 0, 0, 0)
+        return cls(
+            path=path,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            inode=st.st_ino,
+            dev=st.st_dev,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mode=st.st_mode,
+        )
 
     @property
     def skip_key(self) -> tuple[int, int, int]:

@@ -1,7 +1,7 @@
 """Fuzzing, bounded for CI (reliability.md D5, C1).
 
 The parser: arbitrary bytes and mutated real files already run in
-tests/test_parse.py (``test_arbitrary_bytes_*``, ``test_mutated_real_files_*``);
+tests/test_parse_properties.py (``test_arbitrary_bytes_*``, ``test_mutated_real_files_*``);
 here mutations and splices of the *hostile* corpus, each parse bounded in
 time and memory. Names: every function that turns a UID or a modality into a
 path component. Paths: tests/test_view.py::test_any_path_resolves_or_is_not_found
@@ -23,13 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dicomfs.demo.hostile import HostileCorpus, write_hostile_corpus
+from dicomfs.demo import HostileCorpus, write_hostile_corpus
 from dicomfs.dicom.parse import parse_bytes
 from dicomfs.dicom.records import UID_MAX_LENGTH, Instance, Rejection, clean_uid, is_safe_uid
 from dicomfs.index import FileRow, IndexReader, IndexWriter, InstanceRow
 from dicomfs.live.scan import reconcile
 from dicomfs.view.names import member_name, modality_name, named, synthetic_name
-from dicomfs.view.tree import DirNode, FileNode, NotADirectory, NotFound, View
+from dicomfs.view.nodes import DirNode, FileNode, NotADirectory, NotFound
+from dicomfs.view.tree import View
 
 REGRESSIONS = Path(__file__).with_name("fuzz_regressions")
 # Per parse: far above a real header parse (milliseconds), far below a hang.

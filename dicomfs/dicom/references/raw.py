@@ -1,0 +1,174 @@
+"""Raw sequences: recognising them among pydicom's raw elements and slicing their items.
+
+The parser reads the top level with ``defer_size`` and leaves sequences as raw
+bytes. Converting every sequence of every CT slice through pydicom would cost
+more than the slice's whole identity, so this module decides cheaply which raw
+elements are sequences, whether their bytes can hold an edge at all, and
+reads the items of ordinary defined-length sequences directly; anything
+unusual is signalled with :class:`UnusualEncoding` and left to pydicom.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from itertools import compress
+from operator import attrgetter
+
+from pydicom._dicom_dict import DicomDictionary  # the dictionary datadict re-exports
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.tag import BaseTag
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+
+from dicomfs.dicom.references.tags import FOR_TAGS, REF_SOP_UID, SERIES_UID
+
+Elements = Mapping[int, RawDataElement | DataElement]
+
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+# Any element that can become an edge. A raw sequence whose bytes contain none
+# of these tags cannot hold an edge at any depth, so it is never converted.
+_EDGE_TAGS = (REF_SOP_UID, SERIES_UID, *FOR_TAGS)
+_EDGE_TAG_BYTES_LE = tuple(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in _EDGE_TAGS)
+_EDGE_TAG_BYTES_BE = tuple(struct.pack(">HH", t >> 16, t & 0xFFFF) for t in _EDGE_TAGS)
+_ITEM_TAG_LE = b"\xfe\xff\x00\xe0"
+
+SEQUENCE_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")
+
+
+def keyword(tag: int) -> str:
+    """Keyword for paths; private and unknown tags print as (gggg,eeee)."""
+    entry = DicomDictionary.get(tag)
+    return entry[4] if entry and entry[4] else f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def raw_sequence_encoding(tag: int, elem: RawDataElement) -> bool | None:
+    """Whether a raw element holds a sequence: None if not, else its implicit-VR flag.
+
+    UN-encoded sequences are implicit VR little endian (PS3.5 6.2.2). Private
+    tags have no dictionary VR; a value that starts with an item tag is tried
+    as a sequence (a wrong guess costs a flagged parse error, never an edge).
+    """
+    vr = elem.VR
+    if vr == "SQ":
+        return elem.is_implicit_VR
+    if vr is None or vr == "UN":
+        if tag in SEQUENCE_TAGS:
+            return True
+        value = elem.value
+        if tag >> 16 & 1 and value is not None and value[:4] == _ITEM_TAG_LE:
+            return True
+    return None
+
+
+def is_sequence(tag: int, elem: RawDataElement | DataElement) -> bool:
+    """Whether ``elem`` holds a sequence, raw (by its VR or tag) or already converted."""
+    if isinstance(elem, RawDataElement):
+        return raw_sequence_encoding(tag, elem) is not None
+    return elem.VR == "SQ"
+
+
+_GET_VR = attrgetter("VR")
+_IS_SQ = frozenset({"SQ"}).__contains__
+_PRIVATE_GROUP_BIT = 0x10000
+
+
+def sequence_tags(elems: Elements) -> list[int]:
+    """Tags of the sequences in ``elems``, in file order.
+
+    Runs on every element of every CT slice, so the common cases use C-level
+    iteration: explicit "SQ" VRs, then dictionary and private tags for
+    implicit VR and UN.
+    """
+    vrs = list(map(_GET_VR, elems.values()))
+    found = list(compress(elems, map(_IS_SQ, vrs)))
+    if None in vrs or "UN" in vrs:
+        known = set(found)
+        candidates = {
+            *SEQUENCE_TAGS.intersection(elems),
+            *filter(_PRIVATE_GROUP_BIT.__and__, elems),
+        }
+        found += (t for t in candidates if t not in known and is_sequence(t, elems[t]))
+        found.sort()
+    return found
+
+
+def has_edge_tags(value: bytes, little_endian: bool) -> bool:
+    """Whether the raw bytes contain a tag that can become an edge, at any depth.
+
+    A byte search, so it may say yes by accident, never no wrongly: a
+    sequence it rules out is never converted (most sequences of a CT slice).
+    """
+    patterns = _EDGE_TAG_BYTES_LE if little_endian else _EDGE_TAG_BYTES_BE
+    return any(pattern in value for pattern in patterns)
+
+
+class UnusualEncoding(Exception):
+    """An encoding the fast item reader leaves to pydicom."""
+
+
+_ITEM = 0xFFFEE000
+_VR_NAMES = {vr.value.encode("ascii"): vr.value for vr in VR}
+_LONG_VRS = frozenset(vr.value.encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+_HEADERS = {
+    little: (
+        struct.Struct("<HHL" if little else ">HHL"),
+        struct.Struct("<HH2sH" if little else ">HH2sH"),
+        struct.Struct("<L" if little else ">L"),
+    )
+    for little in (True, False)
+}
+
+
+def read_items(value: bytes, implicit: bool, little: bool, offset: int) -> list[Elements]:
+    """Raw elements of each item of a defined-length sequence value.
+
+    pydicom's reader builds a Dataset and a generator per item, which costs
+    more than a CT slice's whole identity; this reader slices the value
+    directly. It only handles defined-length items and elements in one
+    encoding and raises UnusualEncoding for everything else (undefined lengths,
+    an implicit VR switch, unknown VRs, lengths that do not add up).
+    """
+    item_head, explicit_head, long_length = _HEADERS[little]
+    items: list[Elements] = []
+    pos, end = 0, len(value)
+    while pos < end:
+        if pos + 8 > end:
+            raise UnusualEncoding
+        group, element, length = item_head.unpack_from(value, pos)
+        if (group << 16 | element) != _ITEM or length == _UNDEFINED_LENGTH:
+            raise UnusualEncoding
+        pos += 8
+        stop = pos + length
+        if stop > end:
+            raise UnusualEncoding
+        elems: dict[int, RawDataElement | DataElement] = {}
+        while pos < stop:
+            if pos + 8 > stop:
+                raise UnusualEncoding
+            if implicit:
+                group, element, length = item_head.unpack_from(value, pos)
+                vr = None
+                pos += 8
+            else:
+                group, element, raw_vr, length = explicit_head.unpack_from(value, pos)
+                vr = _VR_NAMES.get(raw_vr)
+                if vr is None:
+                    raise UnusualEncoding
+                if raw_vr in _LONG_VRS:
+                    if pos + 12 > stop:
+                        raise UnusualEncoding
+                    length = long_length.unpack_from(value, pos + 8)[0]
+                    pos += 12
+                else:
+                    pos += 8
+            value_end = pos + length
+            if group == 0xFFFE or value_end > stop:  # delimiters, undefined lengths
+                raise UnusualEncoding
+            tag = group << 16 | element  # plain int keys: BaseTag.__eq__ is slow Python
+            elems[tag] = RawDataElement(
+                BaseTag(tag), vr, length, value[pos:value_end], offset + pos, implicit, little
+            )
+            pos = value_end
+        items.append(elems)
+    return items

@@ -53,7 +53,7 @@ def main(argv):
 
 
 def generate(data: Path, files: int, rows: int) -> None:
-    from dicomfs.demo.patients import write_ct_series, write_demo
+    from dicomfs.demo import write_ct_series, write_demo
 
     marker = data / f".complete-{files}-{rows}"
     if marker.exists():

@@ -32,7 +32,7 @@ from dicomfs.live.scan import reconcile
 
 
 def dataset(work: Path, files: int, rows: int) -> Path:
-    from dicomfs.demo.patients import write_ct_series
+    from dicomfs.demo import write_ct_series
 
     data = work / f"ct-{files}-{rows}"
     marker = data / f".complete-{files}-{rows}"

@@ -122,7 +122,7 @@ class BenchData:
 
 
 def generate(work: Path, ct: int, rows: int, plan_ct: int) -> BenchData:
-    from dicomfs.demo.patients import demo_uid, write_ct_series, write_demo
+    from dicomfs.demo import demo_uid, write_ct_series, write_demo
 
     root = work / f"orthanc-{ct}-{rows}-{plan_ct}"
     marker = work / f"{root.name}.complete"  # outside: storescu sends every file of root

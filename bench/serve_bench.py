@@ -72,7 +72,7 @@ def wait_until(predicate, timeout: float, step: float = 0.001) -> float:  # type
 
 
 def main() -> None:
-    from dicomfs.demo.patients import write_ct_series
+    from dicomfs.demo import write_ct_series
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter

@@ -24,7 +24,7 @@ from pathlib import Path
 
 def write_seeds(folder: Path) -> int:
     """Small hostile and valid files (the reliability corpus) as starting inputs."""
-    from dicomfs.demo.hostile import write_hostile_corpus
+    from dicomfs.demo import write_hostile_corpus
 
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -52,7 +52,7 @@ def _deflated_seed() -> bytes:
     from pydicom import dcmread
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    from dicomfs.demo.hostile import ct_bytes
+    from dicomfs.demo import ct_bytes
 
     ds = dcmread(io.BytesIO(ct_bytes("1.2.3.4", study_uid="1.2.3", series_uid="1.2.3.5")))
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian

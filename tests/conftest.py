@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from dicomfs.index import IndexReader, IndexWriter
+
+if TYPE_CHECKING:
+    from dicomfs.live.scan import ScanReport
 
 # Real RT exports written by clinical and research software, kept in the
 # repository (tests/data/real/README.md gives their origin and licences).
@@ -22,14 +26,42 @@ def demo_set(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     return write_demo(tmp_path_factory.mktemp("demo"), patients=2, hostile=True)
 
 
-@pytest.fixture(scope="session")
-def demo_index(demo_set, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+def index_folders(path: Path, roots: Sequence[Path], workers: int) -> ScanReport:
+    """Index ``roots`` into the index at ``path`` with the real scanner, as ``dicomfs index``."""
     from dicomfs.live.scan import reconcile
 
-    path = tmp_path_factory.mktemp("demo-index") / "index.sqlite"
     writer = IndexWriter(path)
-    reconcile(writer, [demo_set.root], workers=2)
-    writer.close()
+    try:
+        return reconcile(writer, roots, workers=workers)
+    finally:
+        writer.close()
+
+
+@pytest.fixture(scope="session")
+def build_index() -> Callable[[Path, Sequence[Path], int], ScanReport]:
+    """``index_folders`` for index fixtures in every test folder (with ``workers`` > 1, a pool)."""
+    return index_folders
+
+
+@pytest.fixture
+def open_reader() -> Iterator[Callable[[Path], IndexReader]]:
+    """Opens readers on index files; every reader opened is closed when the test ends."""
+    opened: list[IndexReader] = []
+
+    def open_(path: Path) -> IndexReader:
+        reader = IndexReader(path)
+        opened.append(reader)
+        return reader
+
+    yield open_
+    for reader in opened:
+        reader.close()
+
+
+@pytest.fixture(scope="session")
+def demo_index(demo_set, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("demo-index") / "index.sqlite"
+    index_folders(path, [demo_set.root], workers=2)
     return path
 
 
@@ -43,27 +75,19 @@ def real_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_index(real_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dicomfs.live.scan import reconcile
-
     path = tmp_path_factory.mktemp("real-index") / "index.sqlite"
-    writer = IndexWriter(path)
-    reconcile(writer, [real_copy], workers=1)
-    writer.close()
+    index_folders(path, [real_copy], workers=1)
     return path
 
 
 @pytest.fixture
-def demo_reader(demo_index: Path) -> Iterator[IndexReader]:
-    reader = IndexReader(demo_index)
-    yield reader
-    reader.close()
+def demo_reader(demo_index: Path, open_reader: Callable[[Path], IndexReader]) -> IndexReader:
+    return open_reader(demo_index)
 
 
 @pytest.fixture
-def real_reader(real_index: Path) -> Iterator[IndexReader]:
-    reader = IndexReader(real_index)
-    yield reader
-    reader.close()
+def real_reader(real_index: Path, open_reader: Callable[[Path], IndexReader]) -> IndexReader:
+    return open_reader(real_index)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -18,7 +18,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from dicomfs.demo.patients import (
+from dicomfs.demo import (
     BIG_ENDIAN,
     DEFLATED,
     EXPLICIT_LE,

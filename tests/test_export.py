@@ -21,7 +21,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 
 from dicomfs.commands import cli
 from dicomfs.commands import export as export_command
-from dicomfs.demo.patients import BIG_ENDIAN, DEFLATED, IMPLICIT_NO_PREAMBLE, write_demo
+from dicomfs.demo import BIG_ENDIAN, DEFLATED, IMPLICIT_NO_PREAMBLE, write_demo
 from dicomfs.errors import ConfigError, NotAPlanError, UnknownUidError
 from dicomfs.export import media as export
 from dicomfs.index import IndexReader, IndexWriter, graph

@@ -14,7 +14,7 @@ import re
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from fuse_helpers import ensure_user, public_dir, wait_for
 from pydicom import dcmread
 from rel_helpers import dicomfs, dicomfs_as, remove_tree
 
-from dicomfs.demo.hostile import (
+from dicomfs.demo import (
     BENIGN_DUPLICATE,
     CONFLICT,
     INSTANCE,
@@ -34,11 +34,13 @@ from dicomfs.demo.hostile import (
 )
 from dicomfs.dicom.records import RejectKind, is_safe_uid
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.live.scan import reconcile
+from dicomfs.live.scan import ScanReport, reconcile
 from dicomfs.service.config import Settings
 from dicomfs.service.serve import LiveIndex
+from dicomfs.view.listing import cat_bytes
 from dicomfs.view.names import synthetic_name
-from dicomfs.view.tree import DirNode, FileNode, NotFound, View, cat_bytes
+from dicomfs.view.nodes import DirNode, FileNode, NotFound
+from dicomfs.view.tree import View
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 REJECTIONS = {kind.value for kind in RejectKind}
@@ -56,20 +58,18 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> HostileCorpus:
 
 
 @pytest.fixture(scope="module")
-def corpus_index(corpus: HostileCorpus) -> Path:
+def corpus_index(
+    corpus: HostileCorpus, build_index: Callable[[Path, Sequence[Path], int], ScanReport]
+) -> Path:
     index = corpus.root.parent / "index.sqlite"
-    writer = IndexWriter(index)
-    report = reconcile(writer, [corpus.root], workers=2)  # a process pool (> 64 files)
-    writer.close()
+    report = build_index(index, [corpus.root], 2)  # a process pool (> 64 files)
     assert report.seen == len(corpus.expected)
     return index
 
 
 @pytest.fixture
-def reader(corpus_index: Path) -> Iterator[IndexReader]:
-    opened = IndexReader(corpus_index)
-    yield opened
-    opened.close()
+def reader(corpus_index: Path, open_reader: Callable[[Path], IndexReader]) -> IndexReader:
+    return open_reader(corpus_index)
 
 
 @pytest.fixture

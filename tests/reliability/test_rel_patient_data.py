@@ -22,7 +22,7 @@ import pytest
 from fuse_helpers import public_dir, wait_for
 from rel_helpers import dicomfs, serving
 
-from dicomfs.demo.hostile import ct_bytes
+from dicomfs.demo import ct_bytes
 
 NAME = "CanaryNameQx7Zeta"
 PATIENT_ID = "CANARYID9c1eW"

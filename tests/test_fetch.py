@@ -18,10 +18,12 @@ import argparse
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-from net_helpers import OUR_AE, PACS_AE, Orthanc, free_port, series_in_store
+from net_helpers import OUR_AE, PACS_AE, Orthanc, free_port, running_orthanc, series_in_store
 from pydicom import dcmread
 
 from dicomfs.commands.net import register
@@ -63,13 +65,9 @@ def full_pacs(
     demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory, move_port: int
 ) -> Iterator[Orthanc]:
     """Orthanc answering every level, holding every object of both demo patients."""
-    server = Orthanc(tmp_path_factory.mktemp("orthanc-full"), move_port=move_port)
-    server.start()
-    try:
+    with running_orthanc(tmp_path_factory.mktemp("orthanc-full"), move_port=move_port) as server:
         server.upload(_all_files(demo_set))
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +76,9 @@ def series_only_pacs(
 ) -> Iterator[Orthanc]:
     """Series-level only, holding everything: the other structure sets and the portal
     image of patient 1 are decoys of the same study, modality and size."""
-    server = Orthanc(tmp_path_factory.mktemp("orthanc-series"), series_only=True)
-    server.start()
-    try:
+    with running_orthanc(tmp_path_factory.mktemp("orthanc-series"), series_only=True) as server:
         server.upload(_all_files(demo_set))
         yield server
-    finally:
-        server.stop()
 
 
 def _plan_index(tmp_path: Path, demo: DemoSet, patient: DemoPatient, *plans: Path) -> Path:
@@ -129,173 +123,157 @@ def _stored_uids(store: Path) -> set[str]:
     return {uid for uids in series_in_store(store).values() for uid in uids}
 
 
+def _closed_pacs() -> PacsAddress:
+    """An address nobody answers at: fetch must fail clearly, or not call at all."""
+    return PacsAddress("NOBODY", "127.0.0.1", free_port())
+
+
+@dataclass
+class FetchBench:
+    """One test's index and store folder, and ``dicomfs fetch`` run against them.
+
+    Every fetch test needs the same three things: an index (usually of a
+    plan-only export), a store under the test's own folder, and a run of
+    the command naming both; this keeps each test down to what it checks.
+    """
+
+    demo: DemoSet
+    root: Path
+    capsys: pytest.CaptureFixture[str]
+    index: Path | None = None
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    def index_plan(self, patient: DemoPatient, *plans: Path) -> Path:
+        """Index the plan-only export of ``patient`` (see ``_plan_index``) and use it."""
+        self.index = _plan_index(self.root, self.demo, patient, *plans)
+        return self.index
+
+    def options(self, **changes: Any) -> FetchOptions:
+        """FetchOptions for this store and index, with ``changes`` to the defaults."""
+        assert self.index is not None, "index a plan (or set .index) first"
+        return replace(FetchOptions(store=self.store, index=self.index), **changes)
+
+    def cli(self, target: str, pacs: str, *extra: str) -> tuple[int, str]:
+        """`dicomfs fetch TARGET --from PACS --store STORE --index INDEX EXTRA...`."""
+        assert self.index is not None, "index a plan (or set .index) first"
+        argv = [target, "--from", pacs, "--store", str(self.store), "--index", str(self.index)]
+        return _run_fetch([*argv, *extra], self.capsys)
+
+
+@pytest.fixture
+def bench(demo_set: DemoSet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> FetchBench:
+    return FetchBench(demo_set, tmp_path, capsys)
+
+
+@pytest.fixture
+def demo_bench(bench: FetchBench, demo_index: Path) -> FetchBench:
+    """A bench on the session's demo index, built from every demo file."""
+    bench.index = demo_index
+    return bench
+
+
 # -- IMAGE level: exactly the missing objects ------------------------------------
 
 
 @pytest.mark.slow
 def test_fetch_retrieves_exactly_what_the_plan_misses(
-    demo_set: DemoSet,
-    full_pacs: Orthanc,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    demo_set: DemoSet, full_pacs: Orthanc, bench: FetchBench
 ) -> None:
     patient = demo_set.patients[0]
-    index = _plan_index(tmp_path, demo_set, patient)
+    index = bench.index_plan(patient)
     before = {m.uid for m in _missing(index, patient.plan_uid)}
     assert before == {patient.plan_structure_set_uid, patient.rt_image_uid}
 
-    config = tmp_path / "dicomfs.toml"
+    config = bench.root / "dicomfs.toml"
     config.write_text(
         f'[pacs.archive]\nae_title = "{PACS_AE}"\nhost = "127.0.0.1"\n'
         f"port = {full_pacs.dicom_port}\n"
     )
-    store = tmp_path / "store"
-    code, out = _run_fetch(
-        [
-            patient.plan_uid,
-            "--from",
-            "archive",
-            "--config",
-            str(config),
-            "--store",
-            str(store),
-            "--index",
-            str(index),
-            "--our-ae",
-            OUR_AE,
-        ],
-        capsys,
-    )
+    code, out = bench.cli(patient.plan_uid, "archive", "--config", str(config), "--our-ae", OUR_AE)
     assert code == 0, out
     assert _missing(index, patient.plan_uid) == []
-    assert _stored_uids(store) == _needed(demo_set, patient)  # nothing unrelated
+    assert _stored_uids(bench.store) == _needed(demo_set, patient)  # nothing unrelated
     assert f"complete: plan {patient.plan_uid}" in out
     assert "IMAGE level" in out and "C-GET" in out
-    assert not list(store.rglob(".incoming-*"))
+    assert not list(bench.store.rglob(".incoming-*"))
 
 
 @pytest.mark.slow
 def test_fetch_over_c_move_to_our_own_receiver(
-    demo_set: DemoSet,
-    full_pacs: Orthanc,
-    move_port: int,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    demo_set: DemoSet, full_pacs: Orthanc, move_port: int, bench: FetchBench
 ) -> None:
     patient = demo_set.patients[1]
-    index = _plan_index(tmp_path, demo_set, patient)
-    store = tmp_path / "store"
-    code, out = _run_fetch(
-        [
-            patient.plan_uid,
-            "--from",
-            full_pacs.address,
-            "--store",
-            str(store),
-            "--index",
-            str(index),
-            "--method",
-            "move",
-            "--move-port",
-            str(move_port),
-            "--move-bind",
-            "127.0.0.1",
-        ],
-        capsys,
+    index = bench.index_plan(patient)
+    code, out = bench.cli(
+        patient.plan_uid,
+        full_pacs.address,
+        "--method",
+        "move",
+        "--move-port",
+        str(move_port),
+        "--move-bind",
+        "127.0.0.1",
     )
     assert code == 0, out
     assert "C-MOVE" in out
     assert _missing(index, patient.plan_uid) == []
-    assert _stored_uids(store) == _needed(demo_set, patient)
+    assert _stored_uids(bench.store) == _needed(demo_set, patient)
 
 
 @pytest.mark.slow
 def test_all_missing_fetches_for_every_plan(
-    demo_set: DemoSet,
-    full_pacs: Orthanc,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    demo_set: DemoSet, full_pacs: Orthanc, bench: FetchBench
 ) -> None:
     first, second = demo_set.patients
     extra = [demo_set.root / second.files[u] for u in (second.plan_uid, second.plan_dose_uid)]
-    index = _plan_index(tmp_path, demo_set, first, *extra)
-    store = tmp_path / "store"
-    code, out = _run_fetch(
-        [
-            "--all-missing",
-            "--from",
-            full_pacs.address,
-            "--store",
-            str(store),
-            "--index",
-            str(index),
-        ],
-        capsys,
-    )
+    index = bench.index_plan(first, *extra)
+    code, out = bench.cli("--all-missing", full_pacs.address)
     assert code == 0, out
     assert _missing(index, first.plan_uid) == [] and _missing(index, second.plan_uid) == []
-    assert _stored_uids(store) == _needed(demo_set, first) | _needed(demo_set, second)
+    assert _stored_uids(bench.store) == _needed(demo_set, first) | _needed(demo_set, second)
 
 
 @pytest.mark.slow
 def test_object_the_pacs_does_not_have_is_reported_still_missing(
-    demo_set: DemoSet,
-    full_pacs: Orthanc,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    demo_set: DemoSet, full_pacs: Orthanc, bench: FetchBench
 ) -> None:
     patient = demo_set.patients[0]
     orphan = demo_set.root / patient.files[patient.missing_structure_set_plan_uid]
-    index = _plan_index(tmp_path, demo_set, patient, orphan)
-    store = tmp_path / "store"
-    code, out = _run_fetch(
-        [
-            patient.missing_structure_set_plan_uid,
-            "--from",
-            full_pacs.address,
-            "--store",
-            str(store),
-            "--index",
-            str(index),
-        ],
-        capsys,
-    )
+    bench.index_plan(patient, orphan)
+    code, out = bench.cli(patient.missing_structure_set_plan_uid, full_pacs.address)
     assert code == 1
     assert f"not found  structure_set   {patient.missing_structure_set_uid}" in out
     assert f"still missing for plan {patient.missing_structure_set_plan_uid}: 1" in out
-    assert _stored_uids(store) == set()
+    assert _stored_uids(bench.store) == set()
 
 
 @pytest.mark.slow
 def test_plan_naming_no_structure_set_gets_candidates_listed_not_retrieved(
-    demo_set: DemoSet,
-    full_pacs: Orthanc,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    demo_set: DemoSet, full_pacs: Orthanc, bench: FetchBench
 ) -> None:
     patient = demo_set.patients[1]
     ds = dcmread(demo_set.root / patient.files[patient.plan_uid])
     del ds.ReferencedStructureSetSequence
     ds.SOPInstanceUID = patient.plan_uid + ".1"
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    bare = tmp_path / "bare-plan.dcm"
+    bare = bench.root / "bare-plan.dcm"
     ds.save_as(bare)
-    index = _plan_index(tmp_path, demo_set, patient, bare)
+    bench.index_plan(patient, bare)
     rs_series = {_series_of(demo_set, patient, uid) for uid in patient.structure_set_uids}
-    store = tmp_path / "store"
-    argv = [str(ds.SOPInstanceUID), "--from", full_pacs.address, "--store", str(store)]
-    argv += ["--index", str(index)]
 
-    code, out = _run_fetch(argv, capsys)
+    code, out = bench.cli(str(ds.SOPInstanceUID), full_pacs.address)
     assert code == 1  # a plan naming no structure set stays incomplete: nothing names one
     for series in rs_series:
         assert series in out
     assert "names no structure set" in out
-    assert not (series_in_store(store).keys() & rs_series)
+    assert not (series_in_store(bench.store).keys() & rs_series)
 
-    code, out = _run_fetch([*argv, "--candidates"], capsys)
+    code, out = bench.cli(str(ds.SOPInstanceUID), full_pacs.address, "--candidates")
     assert code == 1
-    assert series_in_store(store).keys() >= rs_series
+    assert series_in_store(bench.store).keys() >= rs_series
 
 
 # -- SERIES level only: the fallback ------------------------------------------------
@@ -303,10 +281,7 @@ def test_plan_naming_no_structure_set_gets_candidates_listed_not_retrieved(
 
 @pytest.mark.slow
 def test_series_only_pacs_gets_only_the_series_holding_the_missing_objects(
-    demo_set: DemoSet,
-    tmp_path_factory: pytest.TempPathFactory,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory, bench: FetchBench
 ) -> None:
     patient, other = demo_set.patients
     decoys = {*patient.structure_set_uids[1:], patient.verification_image_uid}
@@ -322,29 +297,13 @@ def test_series_only_pacs_gets_only_the_series_holding_the_missing_objects(
         patient.ct_series_uid,
     }
     unrelated = {patient.mr_series_uid, other.ct_series_uid, other.mr_series_uid}
-    server = Orthanc(tmp_path_factory.mktemp("orthanc-strict"), series_only=True)
-    server.start()
-    try:
+    with running_orthanc(tmp_path_factory.mktemp("orthanc-strict"), series_only=True) as server:
         server.upload(held)
-        index = _plan_index(tmp_path, demo_set, patient)
-        store = tmp_path / "store"
-        code, out = _run_fetch(
-            [
-                patient.plan_uid,
-                "--from",
-                server.address,
-                "--store",
-                str(store),
-                "--index",
-                str(index),
-            ],
-            capsys,
-        )
-    finally:
-        server.stop()
+        index = bench.index_plan(patient)
+        code, out = bench.cli(patient.plan_uid, server.address)
     assert code == 0, out
     assert _missing(index, patient.plan_uid) == []
-    stored = series_in_store(store)
+    stored = series_in_store(bench.store)
     assert set(stored) == needed_series  # no unrelated series at all
     assert not stored.keys() & unrelated
     assert stored[patient.ct_series_uid] == set(patient.ct_uids)  # a series comes whole
@@ -353,18 +312,15 @@ def test_series_only_pacs_gets_only_the_series_holding_the_missing_objects(
 
 @pytest.mark.slow
 def test_series_only_pacs_tries_candidates_one_at_a_time_and_stops_on_arrival(
-    demo_set: DemoSet,
-    series_only_pacs: Orthanc,
-    tmp_path: Path,
+    demo_set: DemoSet, series_only_pacs: Orthanc, bench: FetchBench
 ) -> None:
     patient, other = demo_set.patients
-    index = _plan_index(tmp_path, demo_set, patient)
-    store = tmp_path / "store"
+    bench.index_plan(patient)
     progress: list[str] = []
     report = fetch(
         parse_address(series_only_pacs.address),
         [patient.plan_uid],
-        FetchOptions(store=store, index=index),
+        bench.options(),
         progress=progress.append,
     )
     assert report.complete, progress
@@ -405,50 +361,37 @@ def test_pacs_addresses_parse_and_bad_ones_say_why(tmp_path: Path) -> None:
         load_pacs_table(config)
 
 
-def test_unreachable_pacs_is_a_clear_error(
-    demo_set: DemoSet, demo_index: Path, tmp_path: Path
-) -> None:
+def test_unreachable_pacs_is_a_clear_error(demo_set: DemoSet, demo_bench: FetchBench) -> None:
     patient = demo_set.patients[0]
-    closed = PacsAddress("NOBODY", "127.0.0.1", free_port())
-    options = FetchOptions(store=tmp_path / "store", index=demo_index, timeout=10)
+    options = demo_bench.options(timeout=10)
     with pytest.raises(PacsError, match=r"cannot associate .* no answer"):
-        fetch(closed, [patient.missing_structure_set_plan_uid], options, progress=print)
+        fetch(_closed_pacs(), [patient.missing_structure_set_plan_uid], options, progress=print)
 
 
 def test_complete_plan_does_not_contact_the_pacs(
-    demo_set: DemoSet, demo_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_set: DemoSet,
+    demo_index: Path,
+    demo_bench: FetchBench,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     patient = demo_set.patients[0]
     assert _missing(demo_index, patient.plan_uid) == []
-    closed = PacsAddress("NOBODY", "127.0.0.1", free_port())
-    options = FetchOptions(store=tmp_path / "store", index=demo_index, timeout=10)
-    report = fetch(closed, [patient.plan_uid], options, progress=print)
+    closed = _closed_pacs()
+    report = fetch(closed, [patient.plan_uid], demo_bench.options(timeout=10), progress=print)
     assert report.complete and not report.outcomes
     capsys.readouterr()
-    code, out = _run_fetch(
-        [
-            patient.plan_uid,
-            "--from",
-            str(closed),
-            "--store",
-            str(tmp_path / "store"),
-            "--index",
-            str(demo_index),
-            "--json",
-        ],
-        capsys,
-    )
+    code, out = demo_bench.cli(patient.plan_uid, str(closed), "--json")
     assert code == 0
     assert json.loads(out)["complete"] is True
 
 
 @pytest.mark.slow
 def test_pacs_refusing_our_call_is_a_clear_error(
-    demo_set: DemoSet, full_pacs: Orthanc, demo_index: Path, tmp_path: Path
+    demo_set: DemoSet, full_pacs: Orthanc, demo_bench: FetchBench
 ) -> None:
     patient = demo_set.patients[0]
     wrong_title = PacsAddress("NOT_ORTHANC", "127.0.0.1", full_pacs.dicom_port)
-    options = FetchOptions(store=tmp_path / "store", index=demo_index, timeout=10)
+    options = demo_bench.options(timeout=10)
     with pytest.raises(PacsError, match=r"rejected the association|without accepting it"):
         fetch(wrong_title, [patient.missing_structure_set_plan_uid], options, progress=print)
 

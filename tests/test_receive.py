@@ -48,7 +48,8 @@ from dicomfs.net.receive import (
     start_receiver,
 )
 from dicomfs.net.store import DatasetError, StoreWriter, read_identity, safe_name
-from dicomfs.view.tree import View, cat_bytes
+from dicomfs.view.listing import cat_bytes
+from dicomfs.view.tree import View
 
 HOSTILE_SOP = "../../evil"
 

@@ -120,16 +120,22 @@ def register(sub: SubParsers) -> None:
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
-    from dicomfs.net.receive import run_receiver
+    from functools import partial
 
+    from dicomfs.net.receive import run_receiver, start_receiver
+
+    # partial, not lambda: bad settings are refused before the receiver starts.
     return run_receiver(
-        Path(args.store),
-        port=check_port(args.port, "--port"),
-        ae_title=check_ae_title(args.ae_title, "--ae-title"),
-        bind=args.bind,
-        allowed_callers=[check_ae_title(a, "--allow") for a in args.allow],
-        layout="flat" if args.flat else "series",
-        index=None if args.no_index else index_path(args),
+        partial(
+            start_receiver,
+            Path(args.store),
+            port=check_port(args.port, "--port"),
+            ae_title=check_ae_title(args.ae_title, "--ae-title"),
+            bind=args.bind,
+            allowed_callers=[check_ae_title(a, "--allow") for a in args.allow],
+            layout="flat" if args.flat else "series",
+            index=None if args.no_index else index_path(args),
+        )
     )
 
 

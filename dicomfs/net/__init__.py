@@ -3,7 +3,9 @@
 - ``store``: the atomic, name-safe writer both directions share;
 - ``receive``: the storage SCP (``start_receiver`` / ``run_receiver``);
 - ``qr``: one association for C-FIND / C-GET / C-MOVE;
-- ``fetch``: which objects to ask for, at which level;
+- ``fetch``: fetch what plans miss, in rounds (``fetch_needs``: what is
+  missing; ``fetch_resolve``: where and at which level to look;
+  ``fetch_session``: asking the PACS; ``fetch_records``: options, report);
 - ``pacs``: PACS addresses and the ``[pacs.NAME]`` config tables;
 - ``summary``: the end-of-fetch summary (text and JSON).
 

@@ -207,6 +207,11 @@ class ReceiverHandle:
         self.bind: str = str(server.server_address[0])
         self.port: int = int(server.server_address[1])
 
+    @property
+    def index(self) -> Path | None:
+        """The index stored files go into here (None: someone else indexes the store)."""
+        return None if self._indexer is None else self._indexer.index
+
     def wait_indexed(self, timeout: float = 30.0) -> bool:
         """True when every object stored so far is in the index (no index: always True)."""
         return self._indexer is None or self._indexer.wait(timeout)
@@ -291,17 +296,13 @@ def _log_association(event: Event, what: str) -> None:
     log.info("association %s: %s from %s", what, requestor.ae_title, requestor.address)
 
 
-def run_receiver(
-    store: Path,
-    *,
-    port: int,
-    ae_title: str = "DICOMFS",
-    bind: str = "127.0.0.1",
-    allowed_callers: Sequence[str] = (),
-    layout: Layout = "series",
-    index: Path | None = None,
-) -> int:
-    """``dicomfs receive``: serve until SIGINT or SIGTERM, then stop cleanly; returns 0."""
+def run_receiver(start: Callable[[], ReceiverHandle]) -> int:
+    """``dicomfs receive``: serve until SIGINT or SIGTERM, then stop cleanly; returns 0.
+
+    ``start`` starts the receiver (``start_receiver`` with the command's
+    settings); it is called once the signal handlers are in place, so a
+    signal that comes while it starts still ends the receiver cleanly.
+    """
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -309,18 +310,11 @@ def run_receiver(
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        handle = start_receiver(
-            store,
-            port=port,
-            ae_title=ae_title,
-            bind=bind,
-            allowed_callers=allowed_callers,
-            layout=layout,
-            index=index,
-        )
+        handle = start()
+        index = handle.index
         print(
             f"dicomfs: receiving as {handle.ae_title} on {handle.bind}:{handle.port} "
-            f"into {store}" + (f", indexing into {index}" if index else ""),
+            f"into {handle.store}" + (f", indexing into {index}" if index else ""),
             file=sys.stderr,
             flush=True,
         )

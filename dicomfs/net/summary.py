@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dicomfs.net.fetch import FetchReport, Outcome
+from dicomfs.net.fetch_records import FetchReport, Outcome
 from dicomfs.view.report import missing_dict
 
 

@@ -43,7 +43,8 @@ from dicomfs.errors import MountError
 from dicomfs.fuse.mount import is_stale_mount
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.view.names import synthetic_name
-from dicomfs.view.tree import DirNode, View
+from dicomfs.view.nodes import DirNode
+from dicomfs.view.tree import View
 
 pytestmark = pytest.mark.fuse
 
@@ -155,7 +156,7 @@ def test_callbacks_map_every_failure_to_an_errno(tmp_path: Path) -> None:
 
     from dicomfs.errors import IndexUnavailableError
     from dicomfs.fuse import fs
-    from dicomfs.view.tree import NotADirectory, NotFound, SourceChanged
+    from dicomfs.view.nodes import NotADirectory, NotFound, SourceChanged
 
     class Failing(View):
         def __init__(self, exc: BaseException) -> None:

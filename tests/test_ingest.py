@@ -19,10 +19,11 @@ import pytest
 from fuse_helpers import wait_for
 from pydicom import dcmread
 
-from dicomfs.demo.patients import write_ct_series
+from dicomfs.demo import write_ct_series
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.live import scan
 from dicomfs.live.ingest import Ingest
+from dicomfs.live.pending import settled
 from dicomfs.service.config import Settings
 from dicomfs.service.serve import LiveIndex
 
@@ -352,24 +353,20 @@ def test_full_queue_drops_into_reconcile(tmp_path: Path) -> None:
         ingest.check_file(f"{tmp_path}/0.dcm")  # merging a queued path needs no room
         assert ingest.queue_length() == 16
         assert ingest.counters.dropped == 4 and ingest.counters.merged == 1
-        assert ingest._reconcile is not None and "event queue full" in ingest._reconcile.reasons
+        request = ingest._queue.reconcile
+        assert request is not None and "event queue full" in request.reasons
     finally:
         writer.close()
 
 
-def test_settle_rule(tmp_path: Path) -> None:
-    writer = IndexWriter(tmp_path / "i.sqlite")
-    try:
-        ingest = Ingest(writer, [str(tmp_path)], settle=0.5)
-        now = time.time_ns()
-        assert ingest._settled(10, now - 600_000_000, None)  # last change 0.6 s ago
-        assert not ingest._settled(10, now - 100_000_000, None)  # still warm
-        future = now + 3_600_000_000_000  # clock skew: an hour ahead
-        assert not ingest._settled(10, future, None)
-        assert ingest._settled(10, future, (10, future))  # unchanged since the last look
-        assert not ingest._settled(11, future, (10, future))
-    finally:
-        writer.close()
+def test_settle_rule() -> None:
+    now = time.time_ns()
+    assert settled(10, now - 600_000_000, None, 0.5)  # last change 0.6 s ago
+    assert not settled(10, now - 100_000_000, None, 0.5)  # still warm
+    future = now + 3_600_000_000_000  # clock skew: an hour ahead
+    assert not settled(10, future, None, 0.5)
+    assert settled(10, future, (10, future), 0.5)  # unchanged since the last look
+    assert not settled(11, future, (10, future), 0.5)
 
 
 def index_seconds(folder: Path, index: Path) -> float:

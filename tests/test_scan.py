@@ -66,7 +66,7 @@ def test_unchanged_rerun_opens_no_file(demo_set, tmp_path: Path) -> None:  # typ
 def test_vanished_files_are_removed_but_mass_loss_is_refused(tmp_path: Path) -> None:
     import shutil
 
-    from dicomfs.demo.patients import write_ct_series
+    from dicomfs.demo import write_ct_series
 
     src = tmp_path / "src"
     write_ct_series(src / "a", 25, rows=16)

@@ -10,21 +10,18 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fuse_helpers import REPO, public_dir, require_fuse, wait_for
+from fuse_helpers import public_dir, wait_for
 from pydicom import dcmread
+from serve_helpers import ServeProcess, mount_state, unmount_if_needed
 
-from dicomfs.demo.patients import write_ct_series
+from dicomfs.demo import write_ct_series
 from dicomfs.errors import ConfigError
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.service.config import Settings
@@ -36,106 +33,6 @@ DEADLINE = 30.0
 
 def sop_uid(path: Path) -> str:
     return str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-
-
-def mount_state(path: Path) -> str:
-    """'mounted', 'stale' (daemon gone: ENOTCONN), 'plain' or 'absent'.
-
-    Listing forces a request to the daemon (a plain stat may be answered from
-    the kernel's attribute cache for a while after the daemon died); it runs
-    in a child with a timeout, since a mount whose connection an orphan still
-    holds would hang the caller instead of failing.
-    """
-    try:
-        done = subprocess.run(["ls", "-a", str(path)], capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"{path} hangs: something still holds its FUSE connection") from None
-    if done.returncode != 0:
-        if "Transport endpoint is not connected" in done.stderr:
-            return "stale"
-        if "No such file or directory" in done.stderr:
-            return "absent"
-        raise AssertionError(f"ls {path}: {done.stderr.strip()}")
-    return "mounted" if os.path.ismount(path) else "plain"
-
-
-class Serve:
-    """One ``dicomfs serve`` process in its own session (so leftovers can be found)."""
-
-    def __init__(
-        self, src: Path, mnt: Path, index: Path, env: dict[str, str] | None = None
-    ) -> None:
-        self.mnt = mnt
-        self.args = [
-            sys.executable, "-m", "dicomfs", "serve", str(src),
-            "--mount", str(mnt), "--index", str(index), "--settle", "0.1", "--workers", "2",
-        ]  # fmt: skip
-        self.env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
-        self.env.pop("NOTIFY_SOCKET", None) if env is None else None
-        # Beside the index, so the test's folder takes it away.
-        self.log_path = Path(tempfile.mkstemp(prefix="serve-", suffix=".log", dir=index.parent)[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def start(self, wait_mounted: bool = True) -> Serve:
-        require_fuse()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.args, stdout=log, stderr=log, env=self.env, cwd="/", start_new_session=True
-            )
-        if wait_mounted:
-            try:
-                self._wait_mounted()
-            except BaseException:
-                self.cleanup()
-                raise
-        return self
-
-    def _wait_mounted(self) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + DEADLINE
-        while mount_state(self.mnt) != "mounted":
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"serve did not mount (exit {self.proc.poll()}); log:\n{self.log()}")
-            time.sleep(0.02)
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.cleanup()
-            raise AssertionError(f"serve ignored SIGTERM; log:\n{self.log()}") from None
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(DEADLINE)
-
-    def leftovers(self) -> list[int]:
-        """Processes still in this serve's session (parse workers, forkserver)."""
-        assert self.proc is not None
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    if os.getsid(int(entry)) == self.proc.pid:
-                        found.append(int(entry))
-        return found
-
-    def cleanup(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(DEADLINE)
-            for pid in self.leftovers():
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-        if mount_state(self.mnt) in ("mounted", "stale"):
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +47,7 @@ def dirs() -> Iterator[tuple[Path, Path, Path]]:
     src.mkdir()
     mnt.mkdir()
     yield src, mnt, base / "index.sqlite"
-    if mount_state(mnt) in ("mounted", "stale"):
-        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+    unmount_if_needed(mnt)
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -162,7 +58,7 @@ def test_copied_file_appears_in_the_mount_and_sigterm_unmounts(
 ) -> None:
     src, mnt, index = dirs
     mnt.rmdir()  # the quick start creates a missing mountpoint
-    serve = Serve(src, mnt, index).start()
+    serve = ServeProcess([src], mnt, index, verbose=0).start()
     try:
         shutil.copy(ct_files[0], src / "incoming.dcm")
         served = mnt / "by-sop" / f"{sop_uid(ct_files[0])}.dcm"
@@ -182,7 +78,7 @@ def test_copied_file_appears_in_the_mount_and_sigterm_unmounts(
 @pytest.mark.watch
 def test_kill9_mid_burst_then_restart(dirs: tuple[Path, Path, Path], ct_files: list[Path]) -> None:
     src, mnt, index = dirs
-    serve = Serve(src, mnt, index).start()
+    serve = ServeProcess([src], mnt, index, verbose=0).start()
     copying = threading.Thread(
         target=lambda: [shutil.copy(p, src / p.name) for p in ct_files], name="copier"
     )
@@ -200,7 +96,8 @@ def test_kill9_mid_burst_then_restart(dirs: tuple[Path, Path, Path], ct_files: l
         assert reader.status().instances < len(ct_files)
         reader.close()
 
-        restarted = Serve(src, mnt, index).start()  # clears the stale mount itself
+        # The restarted serve clears the stale mount itself.
+        restarted = ServeProcess([src], mnt, index, verbose=0).start()
         try:
             reader = IndexReader(index)
             wait_for(
@@ -227,7 +124,8 @@ def test_sd_notify_ready_only_when_mounted_and_watchdog_pings(
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(DEADLINE)
-    serve = Serve(src, mnt, index, env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"})
+    env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    serve = ServeProcess([src], mnt, index, verbose=0, env=env)
     try:
         serve.start(wait_mounted=False)
         messages: list[str] = []
@@ -351,8 +249,8 @@ def test_serve_receives_cstore_into_the_mount(
     """`serve --scp-port`: dcmtk's storescu sends, the object appears in by-sop/."""
     src, mnt, index = dirs
     port = free_port()
-    serve = Serve(src, mnt, index)
-    serve.args += ["--scp-port", str(port), "--ae-title", "DICOMFS"]
+    extra = ("--scp-port", str(port), "--ae-title", "DICOMFS")
+    serve = ServeProcess([src], mnt, index, *extra, verbose=0)
     serve.start()
     try:
         wait_for(

@@ -26,20 +26,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dicomfs.index import IndexReader, IndexWriter, graph
+from dicomfs.view.listing import cat_bytes, format_listing
 from dicomfs.view.names import member_name, modality_name, synthetic_name
-from dicomfs.view.report import MISSING_HEADER
-from dicomfs.view.tree import (
+from dicomfs.view.nodes import (
     DirNode,
     FileNode,
     IsADirectory,
     NotADirectory,
     NotFound,
     SourceChanged,
-    View,
-    cat_bytes,
-    format_listing,
     open_source,
 )
+from dicomfs.view.report import MISSING_HEADER
+from dicomfs.view.tree import View
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 MOUNT_NS = 1_700_000_000_123_456_789

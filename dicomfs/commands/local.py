@@ -206,7 +206,8 @@ def _view(args: argparse.Namespace) -> Any:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from dicomfs.view.tree import ViewError, format_listing
+    from dicomfs.view.listing import format_listing
+    from dicomfs.view.nodes import ViewError
 
     try:
         out = format_listing(_view(args), args.path, long=args.long)
@@ -219,7 +220,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
-    from dicomfs.view.tree import ViewError, cat_bytes
+    from dicomfs.view.listing import cat_bytes
+    from dicomfs.view.nodes import ViewError
 
     try:
         data = cat_bytes(_view(args), args.path)

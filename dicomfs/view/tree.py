@@ -1,7 +1,8 @@
 """The virtual tree of the mount: path in, node or listing out (design.md, "The mount").
 
-Pure: no FUSE, no errno. The FUSE adapter (``fs.py``), ``dicomfs ls`` and
-``dicomfs cat`` all answer from here, so the tree is tested with plain calls.
+Pure: no FUSE, no errno. The FUSE adapter (``fuse.fs``), ``dicomfs ls`` and
+``dicomfs cat`` (``listing``) all answer from here, so the tree is tested
+with plain calls. The nodes it returns and its errors are ``nodes``'.
 
 Names are built only from UIDs that pass ``records.is_safe_uid``; a path
 component is checked against a narrow name grammar before any query runs, so
@@ -23,32 +24,33 @@ cached is older than the TTL.
 
 from __future__ import annotations
 
-import grp
 import json
 import logging
-import os
-import pwd
 import re
 import stat
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from dicomfs import __version__
 from dicomfs.dicom.records import is_safe_uid
-from dicomfs.errors import DicomfsError, UnknownUidError
+from dicomfs.errors import UnknownUidError
 from dicomfs.index import IndexReader, InstanceRow, ListingRow, graph
+from dicomfs.view.cache import TTLCache
 from dicomfs.view.names import SYNTHETIC_PREFIX, member_name, named, synthetic_name
-from dicomfs.view.report import (
-    PLAN_FOLDERS,
-    display_path,
-    format_manifest,
-    format_missing,
-    format_rejected,
+from dicomfs.view.nodes import (
+    DirNode,
+    FileNode,
+    IsADirectory,
+    Node,
+    NotADirectory,
+    NotFound,
+    SourceChanged,
+    open_source,
 )
+from dicomfs.view.report import PLAN_FOLDERS, format_manifest, format_missing, format_rejected
 
 log = logging.getLogger(__name__)
 
@@ -61,64 +63,6 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TOP = ("by-sop", "by-series", "by-study", "plans", "objects", ".dicomfs")
 _OBJECT_FOLDERS = ("references", "referenced-by")
-_T = TypeVar("_T")
-
-
-class ViewError(DicomfsError):
-    """A path the tree cannot answer as asked."""
-
-
-class NotFound(ViewError):
-    """No such path in the mount (also: any name that is not a safe name)."""
-
-
-class NotADirectory(ViewError):
-    """A path goes through a file as if it were a folder."""
-
-
-class IsADirectory(ViewError):
-    """File contents were asked of a folder."""
-
-
-class SourceChanged(ViewError):
-    """The source file no longer is the file the index describes: re-index it."""
-
-
-@dataclass(frozen=True, slots=True)
-class DirNode:
-    name: str
-    uid: int
-    gid: int
-    mode: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class FileNode:
-    """A file of the mount: a real source file (``real_path``) or generated ``content``.
-
-    ``inode``/``dev``/``size``/``mtime_ns`` are what the index saw; opening the
-    source checks them again so a swapped file is never served.
-    """
-
-    name: str
-    real_path: str | None
-    size: int
-    mtime_ns: int
-    uid: int
-    gid: int
-    mode: int
-    inode: int
-    dev: int
-    content: bytes | None = None
-    indexed_at: float = field(default=0.0, compare=False)  # when the index wrote the row
-
-    @property
-    def identity(self) -> tuple[str | None, int, int, int, int]:
-        return (self.real_path, self.dev, self.inode, self.size, self.mtime_ns)
-
-
-Node = DirNode | FileNode
 
 
 # -- names -----------------------------------------------------------------
@@ -140,89 +84,7 @@ def _split(path: str) -> list[str]:
     return parts
 
 
-# -- source files -----------------------------------------------------------------
-
-
-def open_source(node: FileNode) -> int:
-    """Open the source of ``node`` read-only and prove it is the indexed file.
-
-    O_NOFOLLOW refuses a symlink swapped in for the file, O_NONBLOCK keeps a
-    FIFO swapped in from blocking, and fstat must match the index's inode,
-    device, size and mtime (reliability.md C5); otherwise SourceChanged.
-    """
-    if node.real_path is None:
-        raise IsADirectory(f"{node.name} is generated, it has no source file")
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
-    try:
-        fd = os.open(node.real_path, flags)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise SourceChanged(f"{display_path(node.real_path)} vanished") from exc
-    except PermissionError:
-        raise
-    except OSError as exc:
-        if os.path.islink(node.real_path):
-            raise SourceChanged(f"{display_path(node.real_path)} is now a symlink") from exc
-        raise
-    try:
-        st = os.fstat(fd)
-        seen = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-        if not stat.S_ISREG(st.st_mode) or seen != (node.inode, node.dev, node.size, node.mtime_ns):
-            raise SourceChanged(f"{display_path(node.real_path)} changed since it was indexed")
-        # chmod/chown since indexing: the kernel checked the mirrored, stale
-        # mode and owner (default_permissions), so they must still hold (F1).
-        access = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & 0o555)
-        if access != (node.uid, node.gid, node.mode):
-            raise SourceChanged(
-                f"{display_path(node.real_path)} changed owner or mode since it was indexed"
-            )
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def read_source(node: FileNode) -> bytes:
-    fd = open_source(node)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
 # -- the tree -------------------------------------------------------------------
-
-
-class _TTLCache:
-    """A small LRU whose entries expire; shared by all threads."""
-
-    def __init__(self, ttl: float, maxsize: int) -> None:
-        self.ttl = ttl
-        self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, tuple[float, object]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, compute: Callable[[], _T]) -> _T:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is not None and now - hit[0] < self.ttl:
-                self._data.move_to_end(key)
-                return cast(_T, hit[1])
-        value = compute()
-        if self.ttl > 0:
-            with self._lock:
-                self._data[key] = (now, value)
-                self._data.move_to_end(key)
-                # Expired entries go now: a by-sop listing can be the whole index.
-                stale = [k for k, (t, _) in self._data.items() if now - t >= self.ttl]
-                for k in stale:
-                    del self._data[k]
-                while len(self._data) > self.maxsize:
-                    self._data.popitem(last=False)
-        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +122,7 @@ class View:
         self._lock = threading.Lock()
         self.dir_uid, self.dir_gid, self.dir_mode = dir_uid, dir_gid, dir_mode & 0o7777
         self.mount_time_ns = mount_time_ns
-        self._cache = _TTLCache(cache_ttl, cache_size)
+        self._cache = TTLCache(cache_ttl, cache_size)
         self._extra_status = extra_status
         self._on_source_changed = on_source_changed
 
@@ -551,48 +413,3 @@ class View:
 
     def _rejected(self) -> bytes:
         return format_rejected(self.reader.rejected())
-
-
-# -- dicomfs ls / dicomfs cat -------------------------------------------------------
-
-
-def _owner(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
-def _long_line(name: str, node: Node) -> str:
-    if isinstance(node, DirNode):
-        mode, nlink, size = stat.S_IFDIR | node.mode, 2, 0
-    else:
-        mode, nlink, size = stat.S_IFREG | node.mode, 1, node.size
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(node.mtime_ns / 1e9))
-    owner, group = _owner(node.uid), _group(node.gid)
-    return f"{stat.filemode(mode)} {nlink} {owner} {group} {size:>10} {when} {name}"
-
-
-def format_listing(view: View, path: str, long: bool) -> str:
-    """What ``dicomfs ls [-l] PATH`` prints: like ls(1), one name per line (no final newline)."""
-    node = view.lookup(path)
-    entries = [(node.name, node)] if isinstance(node, FileNode) else view.listdir(path)
-    lines = [_long_line(name, n) if long else name for name, n in entries]
-    return "\n".join(lines)
-
-
-def cat_bytes(view: View, path: str) -> bytes:
-    """What ``dicomfs cat PATH`` prints: the bytes the mount would serve."""
-    node = view.lookup(path)
-    if isinstance(node, DirNode):
-        raise IsADirectory("is a folder, not a file")
-    if node.content is not None:
-        return node.content
-    return read_source(node)

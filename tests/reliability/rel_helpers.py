@@ -1,162 +1,29 @@
-"""Helpers of the reliability suite: a real ``dicomfs serve`` process, tmpfs mounts, users.
+"""Helpers of the reliability suite: tmpfs mounts, full disks, other users, CT copies.
 
 Every wait is a poll against a deadline (``fuse_helpers.wait_for``), never a
-fixed sleep. A serve process runs in its own session so that leftovers (parse
-workers, the forkserver) can be found and ended by their ids.
+fixed sleep. A real ``dicomfs serve`` process (``serving``, ``ServeProcess``)
+comes from ``serve_helpers``, shared with ``test_serve.py``; it is imported
+here so the suite's tests find all their helpers in one place.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fuse_helpers import REPO, require_fuse, wait_for
+from fuse_helpers import REPO
+from serve_helpers import ServeProcess as ServeProcess
+from serve_helpers import serving as serving
+from serve_helpers import unmount_if_needed as unmount_if_needed
 
 DEADLINE = 30.0
-
-
-def mount_state(path: Path) -> str:
-    """'mounted', 'stale' (ENOTCONN), 'plain' or 'absent'; ``ls`` in a child with a timeout."""
-    try:
-        done = subprocess.run(["ls", "-a", str(path)], capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"{path} hangs: something still holds its FUSE connection") from None
-    if done.returncode != 0:
-        if "Transport endpoint is not connected" in done.stderr:
-            return "stale"
-        if "No such file or directory" in done.stderr:
-            return "absent"
-        raise AssertionError(f"ls {path}: {done.stderr.strip()}")
-    return "mounted" if os.path.ismount(path) else "plain"
-
-
-def unmount_if_needed(path: Path) -> None:
-    if mount_state(path) in ("mounted", "stale"):
-        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
-
-
-class ServeProcess:
-    """``dicomfs -v -v serve SRC --mount MNT --index IDX`` with its log in a file."""
-
-    def __init__(
-        self,
-        sources: Sequence[Path],
-        mnt: Path,
-        index: Path,
-        *extra: str,
-        verbose: int = 2,
-        log_dir: Path | None = None,
-    ) -> None:
-        self.mnt = mnt
-        self.index = index
-        self.args = [sys.executable, "-m", "dicomfs", *(["-v"] * verbose), "serve"]
-        self.args += [str(s) for s in sources]
-        self.args += ["--mount", str(mnt), "--index", str(index), "--settle", "0.1"]
-        self.args += ["--workers", "2", *extra]
-        self.env = dict(os.environ, PYTHONPATH=str(REPO))
-        self.env.pop("NOTIFY_SOCKET", None)
-        folder = log_dir if log_dir is not None else index.parent
-        self.log_path = Path(tempfile.mkstemp(prefix="serve-", suffix=".log", dir=folder)[1])
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def start(self) -> ServeProcess:
-        require_fuse()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.args, stdout=log, stderr=log, env=self.env, cwd="/", start_new_session=True
-            )
-        deadline = time.monotonic() + DEADLINE
-        while mount_state(self.mnt) != "mounted":
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                status = self.proc.poll()
-                self.cleanup()
-                pytest.fail(f"serve did not mount (exit {status}); log:\n{self.log()[-4000:]}")
-            time.sleep(0.02)
-        return self
-
-    def status(self) -> dict[str, Any]:
-        """.dicomfs/status.json read through the mount (generated, cached up to 1 s)."""
-        data: dict[str, Any] = json.loads((self.mnt / ".dicomfs" / "status.json").read_bytes())
-        return data
-
-    def wait_idle_indexed(self, count: int, timeout: float = DEADLINE) -> None:
-        """Until status.json says ``count`` instances and an empty queue."""
-
-        def done() -> bool:
-            try:
-                status = self.status()
-            except OSError as exc:  # EIO while the index is being rebuilt (E6)
-                if exc.errno != errno.EIO:
-                    raise
-                return False
-            return status["instances"] == count and status["ingest"]["queued"] == 0
-
-        try:
-            wait_for(done, timeout, f"{count} instances indexed")
-        except AssertionError as exc:
-            detail = f"status {self.status()}; log:\n{self.log()[-3000:]}"
-            raise AssertionError(f"{exc}; {detail}") from None
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.cleanup()
-            raise AssertionError(f"serve ignored SIGTERM; log:\n{self.log()[-3000:]}") from None
-
-    def leftovers(self) -> list[int]:
-        """Processes still in this serve's session (parse workers, forkserver)."""
-        assert self.proc is not None
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    if os.getsid(int(entry)) == self.proc.pid:
-                        found.append(int(entry))
-        return found
-
-    def cleanup(self) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(DEADLINE)
-            for pid in self.leftovers():
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-        unmount_if_needed(self.mnt)
-
-
-@contextlib.contextmanager
-def serving(
-    sources: Sequence[Path], mnt: Path, index: Path, *extra: str, **kwargs: Any
-) -> Iterator[ServeProcess]:
-    serve = ServeProcess(sources, mnt, index, *extra, **kwargs)
-    try:
-        yield serve.start()
-    finally:
-        serve.cleanup()
 
 
 @contextlib.contextmanager
@@ -247,7 +114,7 @@ def write_ct_copies(
     are byte copies with another UID of the same length, in meta and dataset.
     ``names`` (PatientID, PatientName) go into every copy.
     """
-    from dicomfs.demo.hostile import ct_bytes
+    from dicomfs.demo import ct_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     template_uid = f"{CT_PREFIX}.{series}.{1_000_000}"

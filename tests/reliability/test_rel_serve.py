@@ -21,7 +21,7 @@ import pytest
 from fuse_helpers import build_corpus, public_dir, wait_for
 from rel_helpers import CT_PREFIX, DEADLINE, serving, tmpfs, write_ct_copies
 
-from dicomfs.demo.hostile import ct_bytes
+from dicomfs.demo import ct_bytes
 from dicomfs.fuse import fs
 from dicomfs.index import IndexReader, IndexWriter, graph
 from dicomfs.live.watch import Watcher
@@ -330,7 +330,7 @@ def test_events_are_queued_while_the_writer_is_stalled(tmp_path: Path) -> None:
         try:
             write_ct_copies(src, 1)
             wait_for(
-                lambda: live.ingest.counters.parsed >= 1 and live.ingest._busy,
+                lambda: live.ingest.counters.parsed >= 1 and live.ingest._queue.busy,
                 DEADLINE,
                 "the worker parsed the file and waits to write it",
             )
@@ -342,7 +342,7 @@ def test_events_are_queued_while_the_writer_is_stalled(tmp_path: Path) -> None:
                 "events queued while the worker waits",
             )
             assert live.watcher is not None and live.watcher.alive()
-            assert live.ingest._busy and live.ingest.counters.batches == 0  # still stuck
+            assert live.ingest._queue.busy and live.ingest.counters.batches == 0  # still stuck
             reader = IndexReader(index)
             assert reader.status().instances == 0
             reader.close()

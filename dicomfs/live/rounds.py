@@ -1,0 +1,209 @@
+"""One round of looks: due paths in, parsed files and removals written to the index in batches.
+
+Every queued path is a question about the disk, not a verdict taken from the
+event: "look at this path now". A look that finds the file gone removes it,
+a regular file whose change key matches the index is skipped (so repeated
+events cause no churn, A9), and anything else is parsed once it has settled
+(``pending.settled``, B1); one that has not is queued again. A folder event
+walks the folder. Because a look is idempotent, merging duplicate events and
+processing them in any order gives the same index.
+
+Parsing uses the process pool of ``scan.parse_many`` for bursts; each batch
+is one ``IndexWriter.apply`` transaction, and the caller's known-keys cache
+follows a batch only once it committed. Runs on the ingest worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dicomfs.dicom.records import ChangeKey, FileResult, Rejection, RejectKind
+from dicomfs.index import IndexWriter
+from dicomfs.live import scan
+from dicomfs.live.pending import CREATED, DIR, FILE, Counters, Entry, PendingQueue, settled
+
+log = logging.getLogger(__name__)
+
+_GONE = (errno.ENOENT, errno.ENOTDIR)
+
+
+@dataclass(slots=True)
+class _Round:
+    """The index a round writes to, and what its looks decided."""
+
+    writer: IndexWriter
+    known: dict[str, ChangeKey]  # path -> change key in the index; updated as batches commit
+    to_parse: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+class Looker:
+    """Looks at the paths of a round and writes what changed, batch by batch."""
+
+    def __init__(
+        self,
+        queue: PendingQueue,
+        counters: Counters,
+        roots: Sequence[str],
+        *,
+        settle: float,
+        batch_size: int,
+        workers: int,
+    ) -> None:
+        self._queue = queue
+        self.counters = counters
+        self.roots = roots
+        self.settle = settle
+        self.batch_size = batch_size
+        self.workers = workers
+
+    def run_round(
+        self,
+        entries: list[tuple[str, Entry]],
+        writer: IndexWriter,
+        known: dict[str, ChangeKey],
+    ) -> None:
+        """Look at every due path, then parse and write; ``known`` follows each commit."""
+        work = _Round(writer, known)
+        # Sorted by components, a folder's subfolders follow it directly: each
+        # is walked with the folder and skipped here.
+        dirs = sorted(
+            (p for p, entry in entries if entry.kind == DIR), key=lambda p: p.split(os.sep)
+        )
+        walked: list[str] = []
+        for path in dirs:
+            if not scan.is_under(path, walked[-1:]):
+                self._look_dir(path, work)
+                walked.append(path)
+        for path, entry in entries:
+            if entry.kind != DIR:
+                self._look_file(path, entry, work)
+        self._parse_and_apply(work)
+
+    # -- looks ---------------------------------------------------------------------
+
+    def _lstat(self, path: str) -> os.stat_result | None:
+        """lstat, or None when the path is gone; raises OSError when it is unknown (A7)."""
+        self.counters.looks += 1
+        try:
+            return os.lstat(path)
+        except OSError as exc:
+            if exc.errno in _GONE:
+                return None
+            raise
+
+    def _look_file(self, path: str, entry: Entry, work: _Round) -> None:
+        try:
+            st = self._lstat(path)
+        except OSError as exc:
+            log.warning("cannot look at %s (%s); leaving it as it is", path, exc.strerror)
+            return
+        if st is None or not stat.S_ISREG(st.st_mode):
+            # Gone, or a symlink/FIFO/folder now sits there: not an indexable file.
+            if path in work.known:
+                work.removed.append(path)
+            return
+        if entry.kind == CREATED and st.st_nlink < 2:
+            return  # a new, probably half-written file: its close event will come
+        self._consider(path, scan.file_stat(path, st).change_key, entry.seen, work)
+
+    def _consider(
+        self, path: str, key: ChangeKey, seen: tuple[int, int] | None, work: _Round
+    ) -> None:
+        """``key`` is ``FileStat.change_key``: size, mtime_ns, inode, mode, uid, gid."""
+        if work.known.get(path) == key:
+            self.counters.unchanged += 1
+            return
+        size, mtime_ns = key[0], key[1]
+        if not settled(size, mtime_ns, seen, self.settle):
+            self.counters.deferred += 1
+            self._queue.requeue(FILE, path, (size, mtime_ns))
+            return
+        work.to_parse.append(path)
+
+    def _look_dir(self, path: str, work: _Round) -> None:
+        try:
+            st = self._lstat(path)
+        except OSError as exc:
+            log.warning("cannot look at folder %s (%s); leaving it as it is", path, exc.strerror)
+            return
+        if any(scan.is_under(root, [path]) for root in self.roots):
+            # A source root itself vanished or was moved: never de-index a whole
+            # source on one event (A8); the reconcile applies the mass-loss rule.
+            self._queue.request_reconcile(f"source folder {path} changed")
+            return
+        prefix = path + os.sep
+        below = [p for p in work.known if p.startswith(prefix)]  # ~0.1 s per million files
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            work.removed.extend(below)
+            return
+        seen = scan.walk(path)
+        present = {f.path for f in seen.files}
+        work.removed.extend(
+            p for p in below if p not in present and not scan.is_under(p, seen.unreadable_dirs)
+        )
+        for f in seen.files:
+            self.counters.looks += 1
+            self._consider(f.path, f.change_key, None, work)
+
+    # -- parse and write -------------------------------------------------------------------
+
+    def _parse_and_apply(self, work: _Round) -> None:
+        """Parse in the pool for bursts; write each batch as soon as it is complete."""
+        batch: list[FileResult] = []
+        removed = list(dict.fromkeys(work.removed))
+        results = scan.parse_many(work.to_parse, self.workers) if work.to_parse else iter(())
+        for path, result in zip(work.to_parse, results, strict=True):
+            self.counters.parsed += 1
+            if result is None:
+                # Vanished or no longer a regular file between the look and the open.
+                if path in work.known:
+                    removed.append(path)
+            elif not self._retry_truncated(result):
+                batch.append(result)
+            if len(batch) >= self.batch_size:
+                self._apply(work, batch, removed[: self.batch_size])
+                del removed[: self.batch_size]
+                batch = []
+        while batch or removed:
+            self._apply(work, batch, removed[: self.batch_size])
+            del removed[: self.batch_size]
+            batch = []
+
+    def _retry_truncated(self, item: FileResult) -> bool:
+        """A truncated file that is still changing is being written: look again later.
+
+        Only a file that stays truncated once stable is recorded as rejected (B1).
+        """
+        if not (isinstance(item.result, Rejection) and item.result.kind == RejectKind.TRUNCATED):
+            return False
+        path = item.stat.path
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if st is not None and (
+            (st.st_size, st.st_mtime_ns, st.st_ino) == item.stat.skip_key
+            and settled(st.st_size, st.st_mtime_ns, None, self.settle)
+        ):
+            return False
+        self.counters.deferred += 1
+        self._queue.requeue(FILE, path, None)
+        return True
+
+    def _apply(self, work: _Round, batch: list[FileResult], removed: list[str]) -> None:
+        """One transaction; the known-keys cache follows only after it committed."""
+        stats = work.writer.apply(batch, removed, digest=scan.file_digest)
+        self.counters.batches += 1
+        self.counters.indexed += stats.indexed
+        self.counters.rejected += stats.rejected
+        self.counters.removed += stats.removed
+        for item in batch:
+            work.known[item.stat.path] = item.stat.change_key
+        for path in removed:
+            work.known.pop(path, None)

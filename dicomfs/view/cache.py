@@ -1,0 +1,48 @@
+"""A small thread-safe LRU cache whose entries expire: how the tree answers repeated questions.
+
+The kernel asks for the attributes of every entry it lists, and a plan
+package costs many queries, so the tree keeps its packages, listings and
+generated files here for a TTL (design.md, "The mount"). Nothing is served
+older than the TTL; a TTL of 0 caches nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import TypeVar, cast
+
+_T = TypeVar("_T")
+
+
+class TTLCache:
+    """A small LRU whose entries expire; shared by all threads."""
+
+    def __init__(self, ttl: float, maxsize: int) -> None:
+        self.ttl = ttl
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, tuple[float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """The cached value of ``key``, or ``compute()`` (run outside the lock) stored."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is not None and now - hit[0] < self.ttl:
+                self._data.move_to_end(key)
+                return cast(_T, hit[1])
+        value = compute()
+        if self.ttl > 0:
+            with self._lock:
+                self._data[key] = (now, value)
+                self._data.move_to_end(key)
+                # Expired entries go now: a by-sop listing can be the whole index.
+                stale = [k for k, (t, _) in self._data.items() if now - t >= self.ttl]
+                for k in stale:
+                    del self._data[k]
+                while len(self._data) > self.maxsize:
+                    self._data.popitem(last=False)
+        return value

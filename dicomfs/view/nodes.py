@@ -1,0 +1,124 @@
+"""What the mount's tree is made of: node types, errors, and safe access to a source file.
+
+A :class:`FileNode` carries what the index saw of its source file; opening
+the source (``open_source``) proves the file on disk is still that file
+before a byte is served. The errors say why a path cannot be answered
+without any errno: each front-end (the FUSE adapter, ``dicomfs ls``/``cat``)
+maps them itself. Resolving paths to nodes is ``tree``'s job.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from dicomfs.errors import DicomfsError
+from dicomfs.view.report import display_path
+
+
+class ViewError(DicomfsError):
+    """A path the tree cannot answer as asked."""
+
+
+class NotFound(ViewError):
+    """No such path in the mount (also: any name that is not a safe name)."""
+
+
+class NotADirectory(ViewError):
+    """A path goes through a file as if it were a folder."""
+
+
+class IsADirectory(ViewError):
+    """File contents were asked of a folder."""
+
+
+class SourceChanged(ViewError):
+    """The source file no longer is the file the index describes: re-index it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DirNode:
+    name: str
+    uid: int
+    gid: int
+    mode: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileNode:
+    """A file of the mount: a real source file (``real_path``) or generated ``content``.
+
+    ``inode``/``dev``/``size``/``mtime_ns`` are what the index saw; opening the
+    source checks them again so a swapped file is never served.
+    """
+
+    name: str
+    real_path: str | None
+    size: int
+    mtime_ns: int
+    uid: int
+    gid: int
+    mode: int
+    inode: int
+    dev: int
+    content: bytes | None = None
+    indexed_at: float = field(default=0.0, compare=False)  # when the index wrote the row
+
+    @property
+    def identity(self) -> tuple[str | None, int, int, int, int]:
+        return (self.real_path, self.dev, self.inode, self.size, self.mtime_ns)
+
+
+Node = DirNode | FileNode
+
+
+def open_source(node: FileNode) -> int:
+    """Open the source of ``node`` read-only and prove it is the indexed file.
+
+    O_NOFOLLOW refuses a symlink swapped in for the file, O_NONBLOCK keeps a
+    FIFO swapped in from blocking, and fstat must match the index's inode,
+    device, size and mtime (reliability.md C5); otherwise SourceChanged.
+    """
+    if node.real_path is None:
+        raise IsADirectory(f"{node.name} is generated, it has no source file")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd = os.open(node.real_path, flags)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise SourceChanged(f"{display_path(node.real_path)} vanished") from exc
+    except PermissionError:
+        raise
+    except OSError as exc:
+        if os.path.islink(node.real_path):
+            raise SourceChanged(f"{display_path(node.real_path)} is now a symlink") from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        seen = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+        if not stat.S_ISREG(st.st_mode) or seen != (node.inode, node.dev, node.size, node.mtime_ns):
+            raise SourceChanged(f"{display_path(node.real_path)} changed since it was indexed")
+        # chmod/chown since indexing: the kernel checked the mirrored, stale
+        # mode and owner (default_permissions), so they must still hold (F1).
+        access = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & 0o555)
+        if access != (node.uid, node.gid, node.mode):
+            raise SourceChanged(
+                f"{display_path(node.real_path)} changed owner or mode since it was indexed"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_source(node: FileNode) -> bytes:
+    """All bytes of the source of ``node``, checked as ``open_source`` does."""
+    fd = open_source(node)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

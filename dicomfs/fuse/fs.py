@@ -1,13 +1,13 @@
 """The FUSE adapter: view nodes to stat dicts, errno values and file handles.
 
 The only module that imports mfusepy or knows errno. Everything else is in
-``view.py``; this stays thin so that the tree is testable without FUSE
+``dicomfs.view``; this stays thin so that the tree is testable without FUSE
 (style.md, ratarmount).
 
 Decisions, each with its reason:
 
-- ``FUSE_LIBRARY_NAME=fuse3`` before mfusepy is imported: mfusepy loads
-  libfuse2 first when both are installed (reliability.md G6).
+- What is about libfuse and mfusepy themselves (library choice, reply
+  buffers, the listing fix, the loop and its options) is in ``binding.py``.
 - Every callback is wrapped by ``_guard``: mfusepy turns any exception that
   is not an OSError into EINVAL (reliability.md G1), so each one is mapped
   here and anything unexpected becomes EIO after it is logged.
@@ -23,7 +23,7 @@ Decisions, each with its reason:
 - ``readdir`` hands the kernel full attributes with every entry
   (READDIRPLUS), so ``ls -l`` of a thousand files costs one listing, not a
   thousand lookup callbacks. Three things stood in the way, each measured:
-  mfusepy 3.1.1 passes fill flags 0 (``_FUSE.readdir_fuse_3`` sets
+  mfusepy 3.1.1 passes fill flags 0 (``binding.ListingFUSE.readdir_fuse_3`` sets
   FUSE_FILL_DIR_PLUS); libfuse 3.14 sends ino=0, "ignore these attributes",
   for entries it buffers itself, so entries are filled with offsets from a
   per-opendir snapshot; and READDIRPLUS_AUTO gives attributes with the first
@@ -54,16 +54,25 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # binding.py says why
 
 import mfusepy  # must follow the environment setting above
 
 from dicomfs.errors import DicomfsError
+from dicomfs.fuse.binding import (
+    FUSE_BUF_FD_SEEK,
+    FUSE_BUF_IS_FD,
+    FUSE_CAP_CACHE_SYMLINKS,
+    FUSE_CAP_READDIRPLUS_AUTO,
+    FUSE_CAP_SPLICE_MOVE,
+    FUSE_CAP_SPLICE_WRITE,
+    FuseBufvec,
+    libc,
+)
 from dicomfs.fuse.caller import Caller, acting_as, groups_of
-from dicomfs.view.tree import (
+from dicomfs.view.nodes import (
     DirNode,
     FileNode,
     IsADirectory,
@@ -71,15 +80,13 @@ from dicomfs.view.tree import (
     NotADirectory,
     NotFound,
     SourceChanged,
-    View,
 )
+from dicomfs.view.tree import View
 
 log = logging.getLogger(__name__)
 
 FUSE_MAJOR: int = mfusepy.fuse_version_major
 FUSE_MINOR: int = mfusepy.fuse_version_minor
-MAX_THREADS = 16  # FUSE worker threads; each holds its own index reader
-MAX_IDLE_THREADS = 8  # idle workers kept for the next burst
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
 # A path whose source changed lately is read with direct I/O: the kernel may
@@ -90,50 +97,10 @@ ATTR_TIMEOUT = 1.0
 # plus a long batch), or this adapter saw the path's source change less than
 # ATTR_TIMEOUT ago (a promoted duplicate keeps its old row).
 FRESH_SECONDS = 3.0
-_FUSE_READDIR_PLUS = 1 << 0  # enum fuse_readdir_flags (fuse.h)
-_FUSE_FILL_DIR_PLUS = 1 << 1  # enum fuse_fill_dir_flags (fuse.h)
-_FUSE_CAP_READDIRPLUS_AUTO = 1 << 14  # fuse_common.h
-_FUSE_CAP_SPLICE_WRITE = 1 << 7  # reply data spliced from our descriptor to /dev/fuse
-_FUSE_CAP_SPLICE_MOVE = 1 << 8
-_FUSE_CAP_CACHE_SYMLINKS = 1 << 23  # the kernel keeps readlink answers (--symlinks)
-_FUSE_BUF_IS_FD = 1 << 1  # fuse_common.h, enum fuse_buf_flags
-_FUSE_BUF_FD_SEEK = 1 << 2
 # The kernel asks for up to this much ahead of a sequential reader.
 _MAX_READAHEAD = 1 << 20
 
 
-class _FuseBuf(ctypes.Structure):
-    """``struct fuse_buf`` of libfuse 3.14 (fuse_common.h)."""
-
-    _fields_ = [
-        ("size", ctypes.c_size_t),
-        ("flags", ctypes.c_int),
-        ("mem", ctypes.c_void_p),
-        ("fd", ctypes.c_int),
-        ("pos", ctypes.c_int64),
-    ]
-
-
-class _FuseBufvec(ctypes.Structure):
-    """``struct fuse_bufvec`` with its one inline ``buf[1]``.
-
-    mfusepy declares ``buf`` as a pointer, which is not libfuse's layout, so
-    the reply vector is declared here.
-    """
-
-    _fields_ = [
-        ("count", ctypes.c_size_t),
-        ("idx", ctypes.c_size_t),
-        ("off", ctypes.c_size_t),
-        ("buf", _FuseBuf * 1),
-    ]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.malloc.restype = ctypes.c_void_p
-_libc.malloc.argtypes = [ctypes.c_size_t]
-_libc.free.restype = None
-_libc.free.argtypes = [ctypes.c_void_p]
 _WRITE_FLAGS = os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _MAX_REMEMBERED = 100_000
 
@@ -286,11 +253,11 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         if conn is not None:
             # "auto" gives attributes only with the first chunk of a listing;
             # the rest would cost one lookup callback per entry.
-            conn.want &= ~_FUSE_CAP_READDIRPLUS_AUTO
+            conn.want &= ~FUSE_CAP_READDIRPLUS_AUTO
             # read_buf hands libfuse our descriptor: let it splice the bytes
             # straight to the kernel instead of copying them through Python.
             conn.want |= conn.capable & (
-                _FUSE_CAP_SPLICE_WRITE | _FUSE_CAP_SPLICE_MOVE | _FUSE_CAP_CACHE_SYMLINKS
+                FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_CACHE_SYMLINKS
             )
             conn.max_readahead = min(conn.max_readahead, _MAX_READAHEAD) or _MAX_READAHEAD
         # The session pointer lets another thread end the loop (exit_loop).
@@ -337,7 +304,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
         The kernel reads a big folder in chunks; answering every chunk from
         one snapshot keeps the listing complete and stable (reliability.md
-        G9). Consumed by ``_FUSE.readdir_fuse_3``, not by mfusepy's own readdir.
+        G9). Consumed by ``binding.ListingFUSE.readdir_fuse_3``, not by mfusepy's own readdir.
         """
         entries = self._dirs.get(fh)
         if entries is None:
@@ -444,23 +411,23 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         handle = self._handles.get(fi.fh)
         if handle is None:
             raise mfusepy.FuseOSError(errno.EBADF)
-        vec_ptr = _libc.malloc(ctypes.sizeof(_FuseBufvec))
+        vec_ptr = libc.malloc(ctypes.sizeof(FuseBufvec))
         if not vec_ptr:
             raise mfusepy.FuseOSError(errno.ENOMEM)
-        vec = _FuseBufvec.from_address(vec_ptr)
+        vec = FuseBufvec.from_address(vec_ptr)
         vec.count, vec.idx, vec.off = 1, 0, 0
         buf = vec.buf[0]
         if handle.content is not None:
             data = handle.content[offset : offset + size]
-            mem = _libc.malloc(max(1, len(data)))
+            mem = libc.malloc(max(1, len(data)))
             if not mem:
-                _libc.free(vec_ptr)
+                libc.free(vec_ptr)
                 raise mfusepy.FuseOSError(errno.ENOMEM)
             ctypes.memmove(mem, data, len(data))
             buf.size, buf.flags, buf.mem, buf.fd, buf.pos = len(data), 0, mem, -1, 0
         else:
             assert handle.fd is not None
-            buf.size, buf.flags = size, _FUSE_BUF_IS_FD | _FUSE_BUF_FD_SEEK
+            buf.size, buf.flags = size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK
             buf.mem, buf.fd, buf.pos = None, handle.fd, offset
         bufpp[0] = ctypes.cast(vec_ptr, type(bufpp[0]))
         return 0
@@ -488,61 +455,3 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
     create = write = truncate = unlink = rename = mkdir = rmdir = _read_only
     chmod = chown = symlink = link = mknod = setxattr = removexattr = _read_only
     utimens = fallocate = _read_only
-
-
-class _FUSE(mfusepy.FUSE):  # type: ignore[misc]
-    """mfusepy's FUSE with READDIRPLUS attributes passed through to the kernel."""
-
-    def readdir_fuse_3(
-        self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any, flags: int
-    ) -> int:
-        # Offsets must be passed: libfuse 3.14 drops the attributes of
-        # entries it buffers itself (offset 0), sending ino=0 to the kernel.
-        decoded = "/" if path is None else path.decode(self.encoding, self.errors)
-        entries = self.operations.readdir(decoded, fip.contents.fh)  # guarded: errno only
-        plus = _FUSE_FILL_DIR_PLUS if flags & _FUSE_READDIR_PLUS else 0
-        try:
-            for index in range(offset, len(entries)):
-                name, st = entries[index]
-                fill = 0 if name in (b".", b"..") else plus
-                if filler(buf, name, st, index + 1, fill) != 0:
-                    break
-        except Exception:
-            log.exception("readdir of %s failed", decoded)
-            return -errno.EIO
-        return 0
-
-
-def serve(
-    operations: DicomFS, mountpoint: Path, *, allow_other: bool = False, debug: bool = False
-) -> None:
-    """Mount and run the FUSE loop until unmounted; RuntimeError if libfuse fails.
-
-    Mount options (reliability.md F3): ro, nosuid, nodev, default_permissions
-    (the kernel checks the mirrored uid/gid/mode, F1), allow_other only on
-    request. Multi-threaded; the View keeps one SQLite reader per thread.
-    """
-    options: dict[str, Any] = {
-        "ro": True,
-        "nosuid": True,
-        "nodev": True,
-        "default_permissions": True,
-        "fsname": "dicomfs",
-        "subtype": "dicomfs",
-        # libfuse 3.14 passes an unset max_idle_threads (UINT_MAX) to
-        # fuse_loop_cfg_set_idle_threads, which prints "Ignoring invalid max
-        # threads value 4294967295" at every mount: give both values.
-        "max_threads": MAX_THREADS,
-        "max_idle_threads": MAX_IDLE_THREADS,
-    }
-    if allow_other:
-        options["allow_other"] = True
-    _FUSE(
-        operations,
-        str(mountpoint),
-        raw_fi=True,
-        foreground=True,
-        nothreads=False,
-        debug=debug,
-        **options,
-    )

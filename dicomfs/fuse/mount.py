@@ -114,7 +114,7 @@ class _Runner:
     """One mount: the FUSE thread, and the stop logic shared by signals and stop_event."""
 
     def __init__(self, mountpoint: Path, view: View, allow_other: bool, symlinks: bool) -> None:
-        from dicomfs.fuse import fs  # imported here: it loads libfuse
+        from dicomfs.fuse import binding, fs  # imported here: they load libfuse
 
         self.mountpoint = mountpoint
         self.ready = threading.Event()
@@ -126,7 +126,7 @@ class _Runner:
             view, on_init=self._initialized, symlinks=symlinks, as_caller=allow_other
         )
         self._serve: Callable[[], None] = functools.partial(
-            fs.serve, self.operations, mountpoint, allow_other=allow_other
+            binding.serve, self.operations, mountpoint, allow_other=allow_other
         )
         self.thread = threading.Thread(target=self._run, name="dicomfs-fuse", daemon=True)
 

@@ -33,6 +33,7 @@ from dicomfs.dicom.parse import parse_file
 from dicomfs.dicom.records import FileResult, FileStat, Rejection
 from dicomfs.errors import SourceError
 from dicomfs.index import ApplyStats, IndexWriter
+from dicomfs.live.workers import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,8 @@ def is_ignored_name(name: str) -> bool:
 
 
 def file_stat(path: str, st: os.stat_result) -> FileStat:
-    return FileStat(
-        path=path,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        inode=st.st_ino,
-        dev=st.st_dev,
-        uid=st.st_uid,
-        gid=st.st_gid,
-        mode=stat.S_IMODE(st.st_mode),
-    )
+    """The watcher's name for :meth:`FileStat.from_stat`: one conversion for every layer."""
+    return FileStat.from_stat(path, st)
 
 
 def file_digest(path: str) -> str | None:
@@ -132,7 +125,7 @@ def walk(root: str, walk_result: Walk | None = None) -> Walk:
             if stat.S_ISDIR(st.st_mode):
                 subdirs.append(entry.path)
             elif stat.S_ISREG(st.st_mode):
-                result.files.append(file_stat(entry.path, st))
+                result.files.append(FileStat.from_stat(entry.path, st))
         stack.extend(reversed(subdirs))
     return result
 
@@ -178,7 +171,12 @@ class ParserPool:
 
     def map(self, paths: Sequence[str]) -> Iterator[FileResult | None]:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_worker_context())
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=_worker_context(),
+                initializer=die_with_parent,
+                initargs=(os.getpid(),),
+            )
         chunksize = max(1, min(64, len(paths) // (self.workers * 8) or 1))
         return self._pool.map(parse_file, paths, chunksize=chunksize)
 

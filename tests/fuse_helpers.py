@@ -17,7 +17,6 @@ import hashlib
 import os
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -122,11 +121,7 @@ def _ref(sop_class: str, sop_uid: str) -> Dataset:
 
 
 def _stat(path: Path) -> FileStat:
-    st = os.lstat(path)
-    return FileStat(
-        os.fsdecode(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev,
-        st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode),
-    )  # fmt: skip
+    return FileStat.from_stat(os.fsdecode(path), os.lstat(path))
 
 
 def build_corpus(root: Path) -> Corpus:

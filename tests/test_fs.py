@@ -506,8 +506,7 @@ def test_a_file_indexed_after_a_failed_lookup_appears(private: Setup) -> None:
     st = os.stat(late)
     writer = IndexWriter(private.index)
     writer.apply([FileResult(
-        FileStat(str(late), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_uid,
-                 st.st_gid, st.st_mode & 0o7777),
+        FileStat.from_stat(str(late), st),
         Instance("1.2.840.10008.5.1.4.1.1.2", f"{c.ct[0]}.9", c.study, c.ct_series,
                  modality="CT"),
     )])  # fmt: skip
@@ -531,8 +530,7 @@ def test_parallel_reads_while_the_index_changes(private: Setup) -> None:
                 shutil.copy(source, copy)
                 st = os.stat(copy)
                 extra = FileResult(
-                    FileStat(str(copy), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev,
-                             st.st_uid, st.st_gid, st.st_mode & 0o7777),
+                    FileStat.from_stat(str(copy), st),
                     Instance("1.2.840.10008.5.1.4.1.1.2", f"{c.ct[1]}.{n + 100}", c.study,
                              c.ct_series, modality="CT"),
                 )  # fmt: skip
@@ -682,8 +680,7 @@ def test_ls_l_of_1000_entries_is_within_3x_of_the_source(tmp_path: Path) -> None
         path.write_bytes(b"\0" * (128 + i))
         st = os.stat(path)
         results.append(FileResult(
-            FileStat(str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_uid,
-                     st.st_gid, st.st_mode & 0o7777),
+            FileStat.from_stat(str(path), st),
             Instance("1.2.840.10008.5.1.4.1.1.2", f"1.2.3.4.{i}", "1.2.3", "1.2.3.5",
                      modality="CT"),
         ))  # fmt: skip

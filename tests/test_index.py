@@ -35,17 +35,7 @@ def make_file(tmp_path: Path, name: str, content: bytes) -> FileStat:
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
-    st = os.stat(path)
-    return FileStat(
-        path=str(path),
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        inode=st.st_ino,
-        dev=st.st_dev,
-        uid=st.st_uid,
-        gid=st.st_gid,
-        mode=stat.S_IMODE(st.st_mode),
-    )
+    return FileStat.from_stat(str(path), os.stat(path))
 
 
 def digest(path: str) -> str:

@@ -154,13 +154,13 @@ class Rejection:
 ParseResult = Instance | Rejection
 
 
-# FileStat.change_key: size, mtime_ns, inode, permission bits, uid, gid.
-ChangeKey = tuple[int, int, int, int, int, int]
+# FileStat.change_key: size, mtime_ns, inode, permission bits, uid, gid, ctime_ns.
+ChangeKey = tuple[int, int, int, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
 class FileStat:
-    """What the scan saw of a source file; the skip key is (size, mtime_ns, inode)."""
+    """What the scan saw of a source file; the skip key is (size, mtime_ns, inode, ctime_ns)."""
 
     path: str  # absolute, os.fsdecode'd (surrogateescape for non-UTF-8 names)
     size: int
@@ -170,6 +170,11 @@ class FileStat:
     uid: int
     gid: int
     mode: int  # the whole st_mode: file type and permission bits
+    # The inode change time. Unlike mtime, user space cannot set it back: a
+    # same-size rewrite in place with the old mtime restored (dd conv=notrunc
+    # then touch -d, timestamp-preserving copies, coarse-timestamp
+    # filesystems) still moves it (reliability.md C7).
+    ctime_ns: int = 0
 
     @classmethod
     def from_stat(cls, path: str, st: os.stat_result | None) -> FileStat:
@@ -193,11 +198,12 @@ class FileStat:
             uid=st.st_uid,
             gid=st.st_gid,
             mode=st.st_mode,
+            ctime_ns=st.st_ctime_ns,
         )
 
     @property
-    def skip_key(self) -> tuple[int, int, int]:
-        return (self.size, self.mtime_ns, self.inode)
+    def skip_key(self) -> tuple[int, int, int, int]:
+        return (self.size, self.mtime_ns, self.inode, self.ctime_ns)
 
     @property
     def change_key(self) -> ChangeKey:
@@ -207,7 +213,8 @@ class FileStat:
         the watcher asks for reports them; without these the mount would go
         on showing a file's old mode and owner (reliability.md F1).
         """
-        return (self.size, self.mtime_ns, self.inode, self.mode & 0o7777, self.uid, self.gid)
+        mode = self.mode & 0o7777
+        return (self.size, self.mtime_ns, self.inode, mode, self.uid, self.gid, self.ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,9 +241,9 @@ class IndexReader:
     def file_keys(self) -> dict[str, ChangeKey]:
         """path -> ``FileStat.change_key`` of every known file: the reconcile skip key."""
         return {
-            decode_path(path): (size, mtime_ns, inode, mode & 0o7777, uid, gid)
-            for path, size, mtime_ns, inode, mode, uid, gid in self._all(
-                "SELECT path, size, mtime_ns, inode, mode, uid, gid FROM files"
+            decode_path(path): (size, mtime_ns, inode, mode & 0o7777, uid, gid, ctime_ns)
+            for path, size, mtime_ns, inode, mode, uid, gid, ctime_ns in self._all(
+                "SELECT path, size, mtime_ns, inode, mode, uid, gid, ctime_ns FROM files"
             )
         }
 

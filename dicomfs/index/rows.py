@@ -41,6 +41,7 @@ class FileRow:
     gid: int
     mode: int
     indexed_at: float = 0.0  # time.time() when the index last wrote this row
+    ctime_ns: int = 0  # the inode change time the index saw (FileStat.ctime_ns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,8 @@ class ApplyStats:
 
 
 FILE_COLUMNS = (
-    "f.id, f.path, f.size, f.mtime_ns, f.inode, f.dev, f.uid, f.gid, f.mode, f.indexed_at"
+    "f.id, f.path, f.size, f.mtime_ns, f.inode, f.dev, f.uid, f.gid, f.mode, f.indexed_at, "
+    "f.ctime_ns"
 )
 INSTANCE_COLUMNS = (
     "i.sop_uid, i.sop_class, i.modality, i.patient_id, i.study_uid, i.series_uid, i.for_uid, "
@@ -181,6 +183,7 @@ def file_row(row: Sequence[Any], offset: int = 0) -> FileRow:
         gid=row[offset + 7],
         mode=row[offset + 8],
         indexed_at=row[offset + 9],
+        ctime_ns=row[offset + 10],
     )
 
 

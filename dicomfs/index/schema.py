@@ -2,9 +2,11 @@
 
 One place says what is in an index file so that readers and the writer
 agree on it; a file with another schema version, or one that is not a
-dicomfs index at all, is refused rather than half-read. There are no
-migrations: the index is a cache of the source folders, so a changed
-schema means "delete it and re-index".
+dicomfs index at all, is refused rather than half-read. The writer
+upgrades an older schema in place with the steps in ``MIGRATIONS`` (each
+one transaction); readers, which never write, ask for that upgrade. A
+schema newer than this dicomfs knows is refused: the index is a cache of
+the source folders, so "delete it and re-index" is always a way out.
 
 Tables (schema version in ``meta``):
 
@@ -35,7 +37,15 @@ from pathlib import Path
 from dicomfs import __version__
 from dicomfs.errors import IndexCorruptError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# from version -> the statements that bring an index to version + 1.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 2: the inode change time joins the change key (reliability.md C7).
+    # Existing rows get 0, which no file has, so the next scan re-parses
+    # every file once and records its real ctime.
+    1: ("ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0",),
+}
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -49,6 +59,7 @@ CREATE TABLE IF NOT EXISTS files (
     uid INTEGER NOT NULL,
     gid INTEGER NOT NULL,
     mode INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL,
     reject_kind TEXT,
     reason TEXT,
@@ -120,6 +131,11 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise IndexCorruptError(f"{path} is not a dicomfs index ({exc})") from exc
     if row is None or int(row[0]) != SCHEMA_VERSION:
         found = row[0] if row else "none"
+        if row is not None and int(row[0]) in MIGRATIONS:
+            raise IndexCorruptError(
+                f"{path} has schema version {found}, this dicomfs needs {SCHEMA_VERSION}: "
+                "run `dicomfs index` (or `dicomfs serve`) once to upgrade it"
+            )
         raise IndexCorruptError(
             f"{path} has schema version {found}, this dicomfs needs {SCHEMA_VERSION}: "
             "delete it and re-index (the index is a cache of the source folders)"
@@ -138,7 +154,15 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         if "meta" in tables:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None or int(row[0]) != SCHEMA_VERSION:
+            version = int(row[0]) if row is not None else None
+            while version is not None and version in MIGRATIONS:
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                version += 1
+                conn.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),)
+                )
+            if version != SCHEMA_VERSION:
                 raise IndexCorruptError(
                     f"index has schema version {row[0] if row else 'none'}, "
                     f"expected {SCHEMA_VERSION}: delete it and re-index"

@@ -172,14 +172,14 @@ class IndexWriter(IndexReader):
         kind = None if isinstance(result, Instance) else result.kind.value
         reason = None if isinstance(result, Instance) else result.reason
         values = (
-            st.size, st.mtime_ns, st.inode, st.dev, st.uid, st.gid, st.mode,
+            st.size, st.mtime_ns, st.inode, st.dev, st.uid, st.gid, st.mode, st.ctime_ns,
             state, kind, reason, now,
         )  # fmt: skip
         previously_served: str | None = None
         if row is None:
             file_id = conn.execute(
-                "INSERT INTO files(size, mtime_ns, inode, dev, uid, gid, mode, state, "
-                "reject_kind, reason, indexed_at, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO files(size, mtime_ns, inode, dev, uid, gid, mode, ctime_ns, state, "
+                "reject_kind, reason, indexed_at, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (*values, raw_path),
             ).lastrowid
             assert file_id is not None
@@ -200,7 +200,8 @@ class IndexWriter(IndexReader):
             )
             conn.execute(
                 "UPDATE files SET size=?, mtime_ns=?, inode=?, dev=?, uid=?, gid=?, mode=?, "
-                "state=?, reject_kind=?, reason=?, indexed_at=?, digest=NULL WHERE id = ?",
+                "ctime_ns=?, state=?, reject_kind=?, reason=?, indexed_at=?, digest=NULL "
+                "WHERE id = ?",
                 (*values, file_id),
             )
         if not isinstance(result, Instance):

@@ -115,7 +115,7 @@ class Looker:
     def _consider(
         self, path: str, key: ChangeKey, seen: tuple[int, int] | None, work: _Round
     ) -> None:
-        """``key`` is ``FileStat.change_key``: size, mtime_ns, inode, mode, uid, gid."""
+        """``key`` is ``FileStat.change_key``: size, mtime_ns, inode, mode, uid, gid, ctime."""
         if work.known.get(path) == key:
             self.counters.unchanged += 1
             return
@@ -188,7 +188,7 @@ class Looker:
         except OSError:
             st = None
         if st is not None and (
-            (st.st_size, st.st_mtime_ns, st.st_ino) == item.stat.skip_key
+            (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) == item.stat.skip_key
             and settled(st.st_size, st.st_mtime_ns, None, self.settle)
         ):
             return False

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dicomfs.errors import DicomfsError
-from dicomfs.view.report import display_path
+from dicomfs.view.report import Reveal, display_path
 
 
 class ViewError(DicomfsError):
@@ -50,8 +51,9 @@ class DirNode:
 class FileNode:
     """A file of the mount: a real source file (``real_path``) or generated ``content``.
 
-    ``inode``/``dev``/``size``/``mtime_ns`` are what the index saw; opening the
-    source checks them again so a swapped file is never served.
+    ``inode``/``dev``/``size``/``mtime_ns``/``ctime_ns`` are what the index saw;
+    opening the source checks them again so a swapped or rewritten file is
+    never served under the identity it had.
     """
 
     name: str
@@ -65,10 +67,16 @@ class FileNode:
     dev: int
     content: bytes | None = None
     indexed_at: float = field(default=0.0, compare=False)  # when the index wrote the row
+    ctime_ns: int = 0
+    # Generated files that name source paths (manifest.json, rejected.txt):
+    # ``render(reveal)`` makes the content again for one reader, naming a
+    # source path only where ``reveal(path)`` says that reader may see it.
+    # ``content`` is the full version, for the daemon's own user.
+    render: Callable[[Reveal], bytes] | None = field(default=None, compare=False)
 
     @property
-    def identity(self) -> tuple[str | None, int, int, int, int]:
-        return (self.real_path, self.dev, self.inode, self.size, self.mtime_ns)
+    def identity(self) -> tuple[str | None, int, int, int, int, int]:
+        return (self.real_path, self.dev, self.inode, self.size, self.mtime_ns, self.ctime_ns)
 
 
 Node = DirNode | FileNode
@@ -79,7 +87,7 @@ def open_source(node: FileNode) -> int:
 
     O_NOFOLLOW refuses a symlink swapped in for the file, O_NONBLOCK keeps a
     FIFO swapped in from blocking, and fstat must match the index's inode,
-    device, size and mtime (reliability.md C5); otherwise SourceChanged.
+    device, size, mtime and ctime (reliability.md C5, C7); otherwise SourceChanged.
     """
     if node.real_path is None:
         raise IsADirectory(f"{node.name} is generated, it has no source file")
@@ -105,6 +113,12 @@ def open_source(node: FileNode) -> int:
         if access != (node.uid, node.gid, node.mode):
             raise SourceChanged(
                 f"{display_path(node.real_path)} changed owner or mode since it was indexed"
+            )
+        # Same size, mtime and inode, yet the inode changed: rewritten in place
+        # with the old mtime put back, or an ACL or link count changed (C7).
+        if st.st_ctime_ns != node.ctime_ns:
+            raise SourceChanged(
+                f"{display_path(node.real_path)} changed since it was indexed (inode change time)"
             )
     except BaseException:
         os.close(fd)

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dicomfs.index import RejectedRow, graph
 from dicomfs.view.names import member_name
+
+# Whether a reader may see a source path (reliability.md I3): source folders
+# are often named after patients, so the mount's generated files name a
+# source path only to a reader who could list the folder that holds it.
+Reveal = Callable[[str], bool]
+WITHHELD = "<withheld>"
 
 MISSING_HEADER = "# level\tuid\texpected\treferenced_by\tattribute\tstudy_uid\tseries_uid\n"
 PLAN_FOLDERS = ("references", "referenced-by", "registrations")
@@ -82,11 +88,12 @@ def missing_dict(m: graph.MissingRef) -> dict[str, str]:
     }
 
 
-def manifest(pkg: graph.Package) -> dict[str, Any]:
+def manifest(pkg: graph.Package, reveal: Reveal | None = None) -> dict[str, Any]:
     """manifest.json: every member once per folder it is in, sorted; keys sorted.
 
     ``name`` is the file name in ``folder`` (null for related/candidates,
     which have no folder, and for members whose UID may not be a name).
+    ``source_path`` is null where ``reveal`` withholds it.
     """
     groups: dict[str, list[graph.Member]] = {
         "references": pkg.references,
@@ -111,7 +118,7 @@ def manifest(pkg: graph.Package) -> dict[str, Any]:
                     "direction": m.direction,
                     "provenance": m.provenance.value,
                     "folder": folder,
-                    "source_path": display_path(inst.file.path),
+                    "source_path": _shown(inst.file.path, reveal),
                     "note": m.note,
                 }
             )
@@ -128,14 +135,23 @@ def manifest(pkg: graph.Package) -> dict[str, Any]:
     return doc
 
 
-def format_manifest(pkg: graph.Package) -> bytes:
+def _shown(path: str, reveal: Reveal | None) -> str | None:
+    return display_path(path) if reveal is None or reveal(path) else None
+
+
+def format_manifest(pkg: graph.Package, reveal: Reveal | None = None) -> bytes:
     """manifest.json; the same document as ``dicomfs package --json``."""
-    return (json.dumps(manifest(pkg), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    doc = manifest(pkg, reveal)
+    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
-def format_rejected(rows: Iterable[RejectedRow]) -> bytes:
-    """rejected.txt and ``dicomfs rejected``: ``path<TAB>kind<TAB>reason`` per line, escaped."""
-    lines = (
-        f"{escape_field(r.path)}\t{escape_field(r.kind)}\t{escape_field(r.reason)}\n" for r in rows
-    )
+def format_rejected(rows: Iterable[RejectedRow], reveal: Reveal | None = None) -> bytes:
+    """rejected.txt and ``dicomfs rejected``: ``path<TAB>kind<TAB>reason`` per line, escaped.
+
+    A path ``reveal`` withholds is written as ``<withheld>``; kind and reason stay.
+    """
+    lines = []
+    for r in rows:
+        path = escape_field(r.path) if reveal is None or reveal(r.path) else WITHHELD
+        lines.append(f"{path}\t{escape_field(r.kind)}\t{escape_field(r.reason)}\n")
     return "".join(lines).encode("utf-8")

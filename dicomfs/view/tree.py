@@ -24,6 +24,7 @@ cached is older than the TTL.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -37,7 +38,7 @@ from typing import Any
 from dicomfs import __version__
 from dicomfs.dicom.records import is_safe_uid
 from dicomfs.errors import UnknownUidError
-from dicomfs.index import IndexReader, InstanceRow, ListingRow, graph
+from dicomfs.index import IndexReader, InstanceRow, ListingRow, RejectedRow, graph
 from dicomfs.view.cache import TTLCache
 from dicomfs.view.names import SYNTHETIC_PREFIX, member_name, named, synthetic_name
 from dicomfs.view.nodes import (
@@ -50,7 +51,13 @@ from dicomfs.view.nodes import (
     SourceChanged,
     open_source,
 )
-from dicomfs.view.report import PLAN_FOLDERS, format_manifest, format_missing, format_rejected
+from dicomfs.view.report import (
+    PLAN_FOLDERS,
+    Reveal,
+    format_manifest,
+    format_missing,
+    format_rejected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,7 @@ class _PackageView:
     folders: dict[str, dict[str, InstanceRow]]
     missing_txt: bytes
     manifest_json: bytes
+    package: graph.Package  # to render manifest.json for one reader
 
 
 class View:
@@ -201,10 +209,12 @@ class View:
     def _dir(self, name: str) -> DirNode:
         return DirNode(name, self.dir_uid, self.dir_gid, self.dir_mode, self.mount_time_ns)
 
-    def _generated(self, name: str, content: bytes) -> FileNode:
+    def _generated(
+        self, name: str, content: bytes, render: Callable[[Reveal], bytes] | None = None
+    ) -> FileNode:
         return FileNode(
             name, None, len(content), self.mount_time_ns, self.dir_uid, self.dir_gid,
-            GENERATED_MODE, 0, 0, content,
+            GENERATED_MODE, 0, 0, content, render=render,
         )  # fmt: skip
 
     @staticmethod
@@ -213,7 +223,7 @@ class View:
         mode = stat.S_IMODE(f.mode) & 0o555  # write and set-id bits never pass
         return FileNode(
             name, f.path, f.size, f.mtime_ns, f.uid, f.gid, mode, f.inode, f.dev,
-            indexed_at=f.indexed_at,
+            indexed_at=f.indexed_at, ctime_ns=f.ctime_ns,
         )  # fmt: skip
 
     # -- resolution ---------------------------------------------------------
@@ -310,7 +320,10 @@ class View:
             if name == "missing.txt":
                 return self._generated(name, self._package(root.sop_uid).missing_txt)
             if name == "manifest.json" and manifest:
-                return self._generated(name, self._package(root.sop_uid).manifest_json)
+                view = self._package(root.sop_uid)
+                return self._generated(
+                    name, view.manifest_json, functools.partial(format_manifest, view.package)
+                )
         elif len(rest) == 2 and name in folders:
             member = self._package(root.sop_uid).folders[name].get(rest[1])
             if member is not None:
@@ -321,7 +334,8 @@ class View:
         if rest == ["status.json"]:
             return self._generated("status.json", self._cache.get(("status",), self._status))
         if rest == ["rejected.txt"]:
-            return self._generated("rejected.txt", self._cache.get(("rejected",), self._rejected))
+            rows, text = self._cache.get(("rejected",), self._rejected)
+            return self._generated("rejected.txt", text, functools.partial(format_rejected, rows))
         raise NotFound("/".join(rest))
 
     # -- listings -----------------------------------------------------------
@@ -396,7 +410,7 @@ class View:
                     name = member_name(m.instance)
                     if name is not None:
                         entries.setdefault(name, m.instance)
-            return _PackageView(folders, format_missing(pkg.missing), format_manifest(pkg))
+            return _PackageView(folders, format_missing(pkg.missing), format_manifest(pkg), pkg)
 
         return self._cache.get(("package", uid), build)
 
@@ -411,5 +425,6 @@ class View:
             doc.update(self._extra_status())
         return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
 
-    def _rejected(self) -> bytes:
-        return format_rejected(self.reader.rejected())
+    def _rejected(self) -> tuple[list[RejectedRow], bytes]:
+        rows = self.reader.rejected()
+        return rows, format_rejected(rows)

@@ -1,4 +1,4 @@
-"""Access control through the mount (reliability.md F1, F2, F3, F7), with real users.
+"""Access control through the mount (reliability.md F1, F2, F3, F5), with real users.
 
 We run as root; the mount is a real ``dicomfs mount`` daemon with
 ``allow_other``; readers are unprivileged users created here (and removed at
@@ -12,6 +12,7 @@ read from the source itself.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pwd
 import shutil
@@ -73,6 +74,17 @@ def tree() -> Iterator[Tree]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def reindex(tree: Tree) -> None:
+    """Bring the index level with the sources after a test changed a mode or ACL.
+
+    Such a change moves the file's inode change time, so the mount refuses
+    the file until it is indexed again (serve does that by itself).
+    """
+    writer = IndexWriter(tree.index)
+    reconcile(writer, [tree.base / "src"], workers=1)
+    writer.close()
+
+
 def cat(user: str, path: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["runuser", "-u", user, "--", "cat", str(path)], capture_output=True)
 
@@ -122,7 +134,7 @@ def test_default_group_denies_an_unprivileged_user_everything(tree: Tree) -> Non
 
 
 def test_group_members_read_exactly_what_the_sources_allow_them(tree: Tree) -> None:
-    """F2, F7 with a configured group: the group is who may use the mount at all.
+    """F2, F5 with a configured group: the group is who may use the mount at all.
 
     Inside it a reader gets what they could read directly, checked by the
     kernel on an open made with their own credentials: a 0600 file, a file in
@@ -148,7 +160,7 @@ def test_group_members_read_exactly_what_the_sources_allow_them(tree: Tree) -> N
 
 
 def test_an_acl_that_denies_one_user_holds_for_every_path_to_the_file(tree: Tree) -> None:
-    """F7: by-sop, by-series and a plan-less objects/ view all open the same source."""
+    """F5: by-sop, by-series and a plan-less objects/ view all open the same source."""
     m = mount(tree, "mnt-acl", allow_other=True, group=GROUP)
     try:
         uid = tree.uids["acl"]
@@ -157,6 +169,7 @@ def test_an_acl_that_denies_one_user_holds_for_every_path_to_the_file(tree: Tree
             assert denied(INSIDER, path), path
         # The ACL is dropped: the same reader now gets the bytes, with no remount.
         subprocess.run(["setfacl", "-b", str(tree.paths["acl"])], check=True)
+        reindex(tree)
         try:
             for path in paths:
                 done = cat(INSIDER, path)
@@ -165,6 +178,7 @@ def test_an_acl_that_denies_one_user_holds_for_every_path_to_the_file(tree: Tree
             subprocess.run(
                 ["setfacl", "-m", f"u:{INSIDER}:---", str(tree.paths["acl"])], check=True
             )
+            reindex(tree)
         assert m.stop() == 0
     finally:
         m.close()
@@ -206,6 +220,7 @@ def test_a_chmod_after_indexing_is_never_bypassed(tree: Tree) -> None:
         assert m.stop() == 0
     finally:
         os.chmod(target, 0o644)
+        reindex(tree)
         m.close()
 
 
@@ -224,7 +239,7 @@ def test_without_allow_other_no_other_user_gets_in(tree: Tree) -> None:
 
 
 def test_a_daemon_that_cannot_take_readers_credentials_refuses_allow_other(tree: Tree) -> None:
-    """F7: without CAP_SETUID/CAP_SETGID every read would use the daemon's own rights."""
+    """F5: without CAP_SETUID/CAP_SETGID every read would use the daemon's own rights."""
     mnt = tree.base / "mnt-unprivileged"
     mnt.mkdir(exist_ok=True)
     own = tree.base / "outsider"  # an index of their own, in a folder of their own
@@ -237,3 +252,48 @@ def test_a_daemon_that_cannot_take_readers_credentials_refuses_allow_other(tree:
     assert done.returncode == 6, done.stderr  # EXIT_MOUNT
     assert b"allow_other needs CAP_SETUID and CAP_SETGID" in done.stderr
     assert not os.path.ismount(mnt)
+
+
+def test_source_paths_in_generated_files_are_shown_only_to_who_may_list_them(tree: Tree) -> None:
+    """I3: manifest.json and rejected.txt withhold folders a reader cannot list.
+
+    A real export names its folder after the patient; INSIDER may use the
+    mount but cannot list that folder (0750, group root), so the patient's
+    name must not reach them through the generated files. The daemon's own
+    user, who can, sees the full paths; once the folder opens, so does INSIDER.
+    """
+    from dicomfs.demo import write_demo
+
+    export = tree.base / "src" / "Patient Doe^Jane 1961-02-03"
+    demo = write_demo(export, patients=1, ct_slices=2, hostile=False)
+    (export / "broken.dcm").write_bytes(b"DICM" * 10)  # rejected, inside the closed folder
+    for folder in [export, *(p for p in export.rglob("*") if p.is_dir())]:
+        os.chmod(folder, 0o750)
+    index = tree.base / "index-phi.sqlite"
+    writer = IndexWriter(index)
+    reconcile(writer, [tree.base / "src"], workers=1)
+    writer.close()
+    mnt = tree.base / "mnt-phi"
+    mnt.mkdir(exist_ok=True)
+    m = Mount(mnt, index, allow_other=True, group=GROUP).start()
+    try:
+        manifest_path = mnt / "plans" / demo.patients[0].plan_uid / "manifest.json"
+        for path in (manifest_path, mnt / ".dicomfs" / "rejected.txt"):
+            own = path.read_bytes()  # the daemon's user (root) may list everything
+            assert b"Doe^Jane" in own, path
+            seen = cat(INSIDER, path)
+            assert seen.returncode == 0, seen.stderr
+            assert b"Doe^Jane" not in seen.stdout and b"1961" not in seen.stdout, path
+        doc = json.loads(cat(INSIDER, manifest_path).stdout)
+        assert doc["members"] and {m["source_path"] for m in doc["members"]} == {None}
+        rejected = cat(INSIDER, mnt / ".dicomfs" / "rejected.txt").stdout.decode()
+        assert "<withheld>\t" in rejected
+        assert str(tree.paths["open"].parent) not in rejected  # nothing else was rejected there
+        # The folder opens: the same reader now sees the paths, without a remount.
+        for folder in [export, *(p for p in export.rglob("*") if p.is_dir())]:
+            os.chmod(folder, 0o755)
+        doc = json.loads(cat(INSIDER, manifest_path).stdout)
+        assert all("Doe^Jane" in m["source_path"] for m in doc["members"])
+        assert m.stop() == 0
+    finally:
+        m.close()

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,5 +111,4 @@ def test_kill_9_of_serve_leaves_no_worker(base: Path) -> None:
         kill_and_expect_no_survivor(proc)
     finally:
         if proc.poll() is None:
-            proc.kill()
-        time.sleep(0)  # the fixture unmounts the dead daemon's mount
+            proc.kill()  # the fixture then unmounts the dead daemon's mount

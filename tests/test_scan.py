@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dicomfs.dicom.parse import parse_file
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.live.scan import reconcile
 
@@ -41,13 +42,26 @@ def test_duplicates_are_reported(demo_set, demo_reader: IndexReader) -> None:  #
     assert status.conflicts >= 1 and status.benign_duplicates >= 1
 
 
-def test_unchanged_rerun_opens_no_file(demo_set, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unchanged_rerun_opens_no_file(demo_set, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from dicomfs.live import scan
+
     index = tmp_path / "i.sqlite"
     writer = IndexWriter(index)
     first = reconcile(writer, [demo_set.root], workers=1)
     assert first.parsed == first.seen
-    # Change one file's bytes but keep size, mtime and inode: a re-run that
-    # skips by (size, mtime_ns, inode) cannot notice, which proves it did not open it.
+    opened: list[str] = []
+
+    def counting_parse(path: str):  # type: ignore[no-untyped-def]
+        opened.append(path)
+        return parse_file(path)
+
+    monkeypatch.setattr(scan, "parse_file", counting_parse)
+    second = reconcile(writer, [demo_set.root], workers=1)
+    assert (second.parsed, second.skipped, second.removed) == (0, first.seen, 0)
+    assert opened == []  # the skip key decided; no file was opened
+    # Change one file's bytes but keep size, mtime and inode (a rewrite in
+    # place with the mtime put back): its ctime moved, so exactly that file
+    # is parsed again (reliability.md C7).
     patient = demo_set.patients[0]
     victim = demo_set.root / patient.files[patient.ct_uids[0]]
     st = victim.stat()
@@ -55,12 +69,8 @@ def test_unchanged_rerun_opens_no_file(demo_set, tmp_path: Path) -> None:  # typ
         handle.seek(st.st_size - 4)
         handle.write(b"\xff\xfe\xfd\xfc")
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
-    second = reconcile(writer, [demo_set.root], workers=1)
-    assert (second.parsed, second.skipped, second.removed) == (0, first.seen, 0)
-    # Now touch it: the next run re-parses exactly that file.
-    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     third = reconcile(writer, [demo_set.root], workers=1)
-    assert third.parsed == 1
+    assert third.parsed == 1 and opened == [str(victim)]
 
 
 def test_vanished_files_are_removed_but_mass_loss_is_refused(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dicomfs.dicom.records import ChangeKey, FileResult, Rejection, RejectKind
+from dicomfs.dicom.records import ChangeKey, FileResult, FileStat, Rejection, RejectKind
 from dicomfs.index import IndexWriter
 from dicomfs.live import scan
 from dicomfs.live.pending import CREATED, DIR, FILE, Counters, Entry, PendingQueue, settled
@@ -110,7 +110,7 @@ class Looker:
             return
         if entry.kind == CREATED and st.st_nlink < 2:
             return  # a new, probably half-written file: its close event will come
-        self._consider(path, scan.file_stat(path, st).change_key, entry.seen, work)
+        self._consider(path, FileStat.from_stat(path, st).change_key, entry.seen, work)
 
     def _consider(
         self, path: str, key: ChangeKey, seen: tuple[int, int] | None, work: _Round

@@ -51,11 +51,6 @@ def is_ignored_name(name: str) -> bool:
     return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
 
 
-def file_stat(path: str, st: os.stat_result) -> FileStat:
-    """The watcher's name for :meth:`FileStat.from_stat`: one conversion for every layer."""
-    return FileStat.from_stat(path, st)
-
-
 def file_digest(path: str) -> str | None:
     """sha256 of a source file, or None when it cannot be read; never follows links."""
     try:

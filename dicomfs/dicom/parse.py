@@ -66,6 +66,7 @@ from dicomfs.dicom.references import (
     SOP_INSTANCE_UID,
     STUDY_UID,
     Node,
+    Reading,
     extract_edges,
 )
 
@@ -204,8 +205,9 @@ def _parse(fp: BinaryIO, size: int) -> Instance | Rejection:
         )
     implicit = check_vr_encoding(fp, start, implicit, flags)
 
-    elems, problem = read_dataset(fp, start, size, implicit, little)
-    root = Node(elems, flags)
+    reading = Reading(flags)
+    elems, problem = read_dataset(fp, start, size, implicit, little, reading.ends)
+    root = Node(elems, flags, reading=reading)
     sop_class = root.uid(SOP_CLASS_UID)
     sop_instance = root.uid(SOP_INSTANCE_UID)
     if _DIRECTORY_RECORD_SEQ in elems:

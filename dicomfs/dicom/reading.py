@@ -12,18 +12,27 @@ raised as :class:`Reject` carrying the rejection.
 
 from __future__ import annotations
 
+import io
 import zlib
 from itertools import compress, islice, repeat
 from operator import attrgetter, is_
 from typing import BinaryIO
 
+from pydicom.datadict import _dictionary_vr_fast  # pydicom's own reader decides with it
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.filereader import data_element_generator
 from pydicom.tag import BaseTag
 from pydicom.valuerep import VR
 
 from dicomfs.dicom.records import Rejection, RejectKind
-from dicomfs.dicom.references import SEQUENCE_TAGS, keyword
+from dicomfs.dicom.references import (
+    MAX_PYDICOM_BYTES,
+    SEQUENCE_TAGS,
+    FileWindow,
+    UnusualEncoding,
+    keyword,
+    value_end,
+)
 
 # Values longer than this are skipped by seeking instead of read (pixel data).
 DEFER_SIZE = 64 * 1024
@@ -53,6 +62,9 @@ ENCODINGS = {
 _VR_NAMES = frozenset(vr.value.encode("ascii") for vr in VR)
 _DELIMITER_LE = b"\xfe\xff\xdd\xe0"
 _DELIMITER_BE = b"\xff\xfe\xe0\xdd"
+_DELIMITERS = (_DELIMITER_LE, _DELIMITER_BE)
+_ITEM_TAG_LE = b"\xfe\xff\x00\xe0"
+_ITEM_TAG_BE = b"\xff\xfe\xe0\x00"
 _GET_VALUE = attrgetter("value")
 
 Elements = dict[int, RawDataElement | DataElement]
@@ -145,27 +157,56 @@ def check_vr_encoding(fp: BinaryIO, start: int, implicit: bool, flags: list[str]
 
 
 def read_dataset(
-    fp: BinaryIO, start: int, size: int, implicit: bool, little: bool
+    fp: BinaryIO,
+    start: int,
+    size: int,
+    implicit: bool,
+    little: bool,
+    ends: dict[int, int] | None = None,
 ) -> tuple[Elements, Rejection | None]:
     """Read every top-level element and check that the dataset ends exactly at ``size``.
 
     pydicom stops quietly at a short read, so completeness is judged from
     where the last element ends: a defined-length element ends at its value
     offset plus its length, an undefined-length one with a sequence delimiter.
+    pydicom would also parse every undefined-length sequence into Datasets
+    as it reads it; the reader stops before each one instead and keeps its
+    raw bytes (:func:`_undefined_sequence`), to be read item by item. The
+    ends of long values nested in them go into ``ends`` (see ``value_end``).
     """
     elements: Elements = {}
     last: RawDataElement | DataElement | None = None
     fp.seek(start)
-    generator = data_element_generator(fp, implicit, little, defer_size=DEFER_SIZE)
+    stop = _SequenceStop(fp, little)
+    count = 0
+    pydicom_left = MAX_PYDICOM_BYTES
+    too_many = Rejection(
+        RejectKind.TOO_LARGE, f"more than {MAX_TOP_LEVEL_ELEMENTS} top-level elements"
+    )
     try:
-        for elem in islice(generator, MAX_TOP_LEVEL_ELEMENTS):
+        while True:
+            generator = data_element_generator(
+                fp, implicit, little, stop_when=stop.check, defer_size=DEFER_SIZE
+            )
+            for elem in generator:
+                count += 1
+                if count > MAX_TOP_LEVEL_ELEMENTS:
+                    return elements, too_many
+                elements[elem.tag] = elem
+                last = elem
+            if stop.pending is None:
+                break
+            count += 1
+            if count > MAX_TOP_LEVEL_ELEMENTS:
+                return elements, too_many
+            elem, used = _undefined_sequence(fp, stop, (implicit, little), size, pydicom_left, ends)
+            pydicom_left -= used
             elements[elem.tag] = elem
             last = elem
-        if next(generator, None) is not None:
-            reason = f"more than {MAX_TOP_LEVEL_ELEMENTS} top-level elements"
-            return elements, Rejection(RejectKind.TOO_LARGE, reason)
     except (RecursionError, MemoryError):
         raise
+    except Reject as exc:
+        return elements, exc.rejection
     except EOFError as exc:
         return elements, Rejection(RejectKind.TRUNCATED, f"{describe(exc)} (file size {size})")
     except Exception as exc:
@@ -175,6 +216,126 @@ def read_dataset(
         kind = RejectKind.TRUNCATED if position >= size else RejectKind.MALFORMED
         return elements, Rejection(kind, f"{describe(exc)} at offset {position} of {size}")
     return elements, _completeness(fp, start, size, last, little)
+
+
+class _SequenceStop:
+    """``check`` is a ``stop_when`` for pydicom's reader: stop before an undefined-length sequence.
+
+    Decides as pydicom does whether the element is a sequence (SQ, UN, or
+    implicit VR with a dictionary VR of SQ, or an unknown tag whose value
+    starts with an item) and keeps its tag, VR and value offset in
+    ``pending``; pydicom has then rewound to the element's header.
+    """
+
+    def __init__(self, fp: BinaryIO, little: bool) -> None:
+        self.fp = fp
+        self.item_tag = _ITEM_TAG_LE if little else _ITEM_TAG_BE
+        self.pending: tuple[int, str | None, int] | None = None
+        decide = self._decide
+
+        def check(tag: BaseTag, vr: str | None, length: int) -> bool:
+            # Called for every element of every file: a plain function, one test.
+            return length == _UNDEFINED_LENGTH and decide(tag, vr)
+
+        self.check = check
+
+    def _decide(self, tag: BaseTag, vr: str | None) -> bool:
+        if vr is None:
+            try:
+                sequence = _dictionary_vr_fast(tag) == "SQ"
+            except KeyError:
+                peek = self.fp.read(4)
+                self.fp.seek(-len(peek), 1)
+                sequence = peek == self.item_tag
+        else:
+            sequence = vr in ("SQ", "UN")  # pydicom reads UN of undefined length as SQ
+        if sequence:
+            self.pending = (int(tag), vr, self.fp.tell())
+        return sequence
+
+
+def _undefined_sequence(
+    fp: BinaryIO,
+    stop: _SequenceStop,
+    encoding: tuple[bool, bool],
+    size: int,
+    pydicom_left: int,
+    ends: dict[int, int] | None,
+) -> tuple[RawDataElement | DataElement, int]:
+    """The sequence ``stop`` stopped at, as raw bytes; and the bytes pydicom had to read.
+
+    Its end is found by stepping over headers through a small window on the
+    file, then its value is read once; a sequence in an encoding only
+    pydicom reads is left to pydicom within ``pydicom_left`` bytes.
+    """
+    assert stop.pending is not None
+    tag, vr, value_tell = stop.pending
+    stop.pending = None
+    header = fp.tell()  # pydicom rewound to the element's header
+    implicit, little = encoding
+    un = vr == "UN"  # UN content is implicit VR little endian (PS3.5 6.2.2)
+    content_implicit, content_little = implicit or un, little or un
+    try:
+        delimiter, after = value_end(
+            FileWindow(fp, size), value_tell, content_implicit, content_little, ends=ends
+        )
+    except UnusualEncoding:
+        return _pydicom_sequence(fp, header, tag, implicit, little, size, pydicom_left)
+    length = delimiter - value_tell
+    if length > MAX_SEQUENCE_BYTES:
+        raise Reject(RejectKind.TOO_LARGE, f"{keyword(tag)} is {length} bytes long")
+    fp.seek(value_tell)
+    value = fp.read(length)
+    if len(value) != length:
+        raise Reject(RejectKind.TRUNCATED, f"file shrank while reading {keyword(tag)}")
+    fp.seek(after)
+    sequence = RawDataElement(
+        BaseTag(tag), "SQ", _UNDEFINED_LENGTH, value, value_tell, content_implicit, content_little
+    )
+    return sequence, 0
+
+
+def _pydicom_sequence(
+    fp: BinaryIO,
+    header: int,
+    tag: int,
+    implicit: bool,
+    little: bool,
+    size: int,
+    allowance: int,
+) -> tuple[RawDataElement | DataElement, int]:
+    """pydicom reads the element at ``header``, seeing at most ``allowance`` bytes of the file.
+
+    pydicom builds a Dataset per item, about 90 MB per MiB of small items,
+    so an unusual encoding may not make it read more than the allowance.
+    When the rest of the file is longer, pydicom reads a copy of the window
+    (a file object of our own would put Python frames under pydicom's reads,
+    and pydicom turns a RecursionError there into an OSError); ``fp`` is then
+    placed where pydicom stopped.
+    """
+    fp.seek(header)
+    if size - header <= allowance:  # the rest of the file fits: pydicom reads it in place
+        elem = next(data_element_generator(fp, implicit, little, defer_size=DEFER_SIZE), None)
+        if elem is None:
+            raise Reject(RejectKind.TRUNCATED, f"{keyword(tag)} at offset {header} ends the file")
+        return elem, fp.tell() - header
+    window = fp.read(max(allowance, 0))
+    reason = (
+        f"undefined-length {keyword(tag)} at offset {header} needs pydicom's reader beyond "
+        f"{MAX_PYDICOM_BYTES} bytes"
+    )
+    view = io.BytesIO(window)
+    try:
+        generator = data_element_generator(view, implicit, little, defer_size=DEFER_SIZE)
+        elem = next(generator, None)
+    except (RecursionError, MemoryError):
+        raise
+    except Exception as exc:
+        raise Reject(RejectKind.TOO_LARGE, reason) from exc
+    if elem is None or (view.tell() >= len(window) and window[-8:-4] not in _DELIMITERS):
+        raise Reject(RejectKind.TOO_LARGE, reason)  # pydicom stopped quietly at our cut
+    fp.seek(header + view.tell())
+    return elem, view.tell()
 
 
 def _completeness(

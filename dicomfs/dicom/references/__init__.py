@@ -13,17 +13,26 @@ Two passes, as the catalogue recommends: known paths per SOP class give typed
 edges with roles and qualifiers; a bounded generic walk then picks up every
 other referenced SOP instance, series and frame of reference.
 
-Modules: ``tags`` (the tags and SOP classes the paths name), ``raw`` (raw
-sequences and the fast item reader), ``node`` (one dataset read through its
-raw elements), ``extractor`` (edge building, coverage and the generic walk),
-one module per IOD family (``plans``, ``structures``, ``doses``, ``images``,
+Modules: ``tags`` (the tags and SOP classes the paths name), ``limits``
+(what one object may spend, and the ``edges_capped`` flag), ``undefined``
+(where an undefined-length value ends), ``raw`` (raw sequences and the
+streaming item reader), ``node`` (one dataset read through its raw
+elements), ``extractor`` (edge building, coverage and the generic walk), one
+module per IOD family (``plans``, ``structures``, ``doses``, ``images``,
 ``reports``) and ``extract`` (which paths run for which SOP class).
 """
 
 from dicomfs.dicom.references.extract import extract_edges
 from dicomfs.dicom.references.extractor import MAX_WALK_DEPTH
+from dicomfs.dicom.references.limits import (
+    CAPPED_FLAG,
+    MAX_EDGES,
+    MAX_PYDICOM_BYTES,
+    MAX_READ_STEPS,
+    Reading,
+)
 from dicomfs.dicom.references.node import Node
-from dicomfs.dicom.references.raw import SEQUENCE_TAGS, keyword, read_items
+from dicomfs.dicom.references.raw import SEQUENCE_TAGS, iter_items, keyword, read_items
 from dicomfs.dicom.references.tags import (
     FOR_UID,
     RT_IMAGE,
@@ -35,9 +44,14 @@ from dicomfs.dicom.references.tags import (
     SOP_INSTANCE_UID,
     STUDY_UID,
 )
+from dicomfs.dicom.references.undefined import FileWindow, UnusualEncoding, value_end
 
 __all__ = [
+    "CAPPED_FLAG",
     "FOR_UID",
+    "MAX_EDGES",
+    "MAX_PYDICOM_BYTES",
+    "MAX_READ_STEPS",
     "MAX_WALK_DEPTH",
     "RT_IMAGE",
     "RT_ION_PLAN",
@@ -48,8 +62,13 @@ __all__ = [
     "SOP_CLASS_UID",
     "SOP_INSTANCE_UID",
     "STUDY_UID",
+    "FileWindow",
     "Node",
+    "Reading",
+    "UnusualEncoding",
     "extract_edges",
+    "iter_items",
     "keyword",
     "read_items",
+    "value_end",
 ]

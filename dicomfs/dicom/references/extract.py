@@ -65,7 +65,7 @@ def general_edges(x: Extractor, root: Node, own_study_uid: str) -> None:
 
 def extract_edges(root: Node, sop_class_uid: str, sop_instance_uid: str) -> list[Edge]:
     """All edges of the dataset ``root``; problems are appended to ``root.flags``."""
-    x = Extractor(sop_instance_uid, root.flags)
+    x = Extractor(sop_instance_uid, root.reading)
     if sop_class_uid in (RT_PLAN, RT_ION_PLAN):
         plan_edges(x, root)
     elif sop_class_uid == RT_STRUCTURE_SET:

@@ -7,13 +7,21 @@ and coverage, so an element a known path has handled (emitted or not) is
 never reported again as GENERIC by the walk. The walk then visits every
 sequence in file order, down to :data:`MAX_WALK_DEPTH`, and picks up the
 references no known path claimed (dicom-references.md section 3.1).
+
+An object keeps at most ``limits.MAX_EDGES``
+distinct edges: the next one stops all reading of the object and flags it
+``edges_capped`` with the path of the first reference left out
+(reliability.md D6). The walk goes depth first on a stack of item iterators,
+so it holds one item per level, never a level's items.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 from dicomfs.dicom.records import Edge, Level, Role, is_safe_uid
+from dicomfs.dicom.references.limits import Reading
 from dicomfs.dicom.references.node import Node
 from dicomfs.dicom.references.raw import sequence_tags
 from dicomfs.dicom.references.tags import (
@@ -48,25 +56,29 @@ def qualifier(name: str, value: str) -> Qualifiers:
 class Extractor:
     """Collects edges for one instance: dedupe, own-UID filter, coverage."""
 
-    def __init__(self, own_sop_uid: str, flags: list[str]) -> None:
+    def __init__(self, own_sop_uid: str, reading: Reading) -> None:
         self.own_sop_uid = own_sop_uid
-        self.flags = flags
+        self.reading = reading
+        self.flags = reading.flags
         self.edges: list[Edge] = []
         self._seen: set[tuple[str, Level, Role, Qualifiers]] = set()
-        # (id(node), tag) handled by a known path, emitted or not: the generic
-        # walk must not report them again as GENERIC.
-        self._covered: set[tuple[int, int]] = set()
+        # Elements handled by a known path, emitted or not, as one int each
+        # (a hash of the node's position and the tag): the generic walk must
+        # not report them again as GENERIC. Items are read again when walked,
+        # so the position, not the node object, names an element. A hash
+        # collision could only hide a GENERIC edge of the same file.
+        self._covered: set[int] = set()
 
     def cover(self, node: Node, tag: int) -> bool:
         """Mark ``tag`` of ``node`` handled; False if it already was."""
-        key = (id(node), tag)
+        key = hash((node.key, tag))
         if key in self._covered:
             return False
         self._covered.add(key)
         return True
 
     def is_covered(self, node: Node, tag: int) -> bool:
-        return (id(node), tag) in self._covered
+        return hash((node.key, tag)) in self._covered
 
     def emit(
         self,
@@ -81,12 +93,15 @@ class Extractor:
         study_uid: str = "",
         series_uid: str = "",
     ) -> None:
-        if not target or target == self.own_sop_uid:
+        if not target or target == self.own_sop_uid or self.reading.stopped:
             return
         if not is_safe_uid(target):
             qualifiers = (*qualifiers, ("unsafe_uid", "yes"))
         key = (target, level, role, qualifiers)
         if key in self._seen:
+            return
+        if len(self.edges) >= self.reading.edges_max:
+            self.reading.too_many_edges(node.element_path(tag))
             return
         self._seen.add(key)
         self.edges.append(
@@ -192,33 +207,32 @@ class Extractor:
 
     def walk(self, root: Node) -> None:
         """Every reference not claimed by a known path, in file order, depth-bounded."""
-        stack: list[tuple[Node, int, str, str]] = [(root, 0, "", "")]
-        truncated = False
+        truncated = [False]
+        # (the items of one node's sequences, their depth, study and series there)
+        stack: list[tuple[Iterator[Node], int, str, str]] = [
+            (_children(root, 0, truncated), 1, "", "")
+        ]
         while stack:
-            node, depth, study_uid, series_uid = stack.pop()
+            children, depth, study_uid, series_uid = stack[-1]
+            node = next(children, None)
+            if node is None:
+                stack.pop()
+                continue
             elems = node.elems
-            if depth:
-                if STUDY_UID in elems:
-                    study_uid = node.uid(STUDY_UID) or study_uid
-                if SERIES_UID in elems:
-                    own_series = node.uid(SERIES_UID)
-                    if not self.is_covered(node, SERIES_UID):
-                        self._generic_series(node, study_uid)
-                    series_uid = own_series or series_uid
-                if REF_SOP_UID in elems and not self.is_covered(node, REF_SOP_UID):
-                    self._generic_instance(node, study_uid, series_uid)
-                for tag in FOR_TAGS:
-                    if tag in elems and not self.is_covered(node, tag):
-                        self.frame_of_reference(node, tag)
-            children: list[tuple[Node, int, str, str]] = []
-            for tag in sequence_tags(elems):
-                items = node.items(tag)
-                if items and depth >= MAX_WALK_DEPTH:
-                    truncated = True
-                    continue
-                children.extend((item, depth + 1, study_uid, series_uid) for item in items)
-            stack.extend(reversed(children))
-        if truncated:
+            if STUDY_UID in elems:
+                study_uid = node.uid(STUDY_UID) or study_uid
+            if SERIES_UID in elems:
+                own_series = node.uid(SERIES_UID)
+                if not self.is_covered(node, SERIES_UID):
+                    self._generic_series(node, study_uid)
+                series_uid = own_series or series_uid
+            if REF_SOP_UID in elems and not self.is_covered(node, REF_SOP_UID):
+                self._generic_instance(node, study_uid, series_uid)
+            for tag in FOR_TAGS:
+                if tag in elems and not self.is_covered(node, tag):
+                    self.frame_of_reference(node, tag)
+            stack.append((_children(node, depth, truncated), depth + 1, study_uid, series_uid))
+        if truncated[0]:
             self.flags.append("walk_truncated")
 
     def _generic_instance(self, node: Node, study_uid: str, series_uid: str) -> None:
@@ -250,3 +264,17 @@ class Extractor:
                 self.edges[i] = replace(
                     edge, study_uid=edge.study_uid or study_uid, series_uid=series_uid
                 )
+
+
+def _children(node: Node, depth: int, truncated: list[bool]) -> Iterator[Node]:
+    """The items of every sequence of ``node`` (at ``depth``), in file order, as read.
+
+    Below MAX_WALK_DEPTH nothing is read further: a sequence with items there
+    sets ``truncated[0]``.
+    """
+    for tag in sequence_tags(node.elems):
+        if depth >= MAX_WALK_DEPTH:
+            if node.has_items(tag):
+                truncated[0] = True
+            continue
+        yield from node.items(tag)

@@ -45,10 +45,10 @@ def structure_set_edges(x: Extractor, root: Node) -> None:
             x.sop_ref(study, Role.STUDY, level=Level.STUDY)
             study_uid = study.uid(REF_SOP_UID)
             for series in study.items(RT_REF_SERIES_SEQ):
-                images = series.items(CONTOUR_IMAGE_SEQ)
-                x.series(series, study_uid=study_uid, listed=bool(images))
+                listed = series.has_items(CONTOUR_IMAGE_SEQ)
+                x.series(series, study_uid=study_uid, listed=listed)
                 series_uid = series.uid(SERIES_UID)
-                for image in images:
+                for image in series.items(CONTOUR_IMAGE_SEQ):
                     x.sop_ref(image, Role.IMAGE, study_uid=study_uid, series_uid=series_uid)
     for roi in root.items(ROI_CONTOUR_SEQ):
         for contour in roi.items(CONTOUR_SEQ):

@@ -215,13 +215,15 @@ def test_ignored_names_and_special_files(live: Live, ct_files: list[Path]) -> No
     final = live.root / "incoming.dcm"
     os.rename(part, final)
     live.wait_state(final, "indexed")
+    # Recorded as rejected from their lstat: the FIFO never opened, the link never followed.
+    live.wait_state(live.root / "pipe.dcm", "rejected")
+    live.wait_state(live.root / "link.dcm", "rejected")
     assert live.state(part) is None
-    assert live.state(live.root / "pipe.dcm") is None
-    assert live.state(live.root / "link.dcm") is None
     # A full reconcile agrees (and does not hang on the FIFO).
     live.ingest.request_reconcile("test")
     assert live.ingest.wait_idle(DEADLINE)
-    assert live.state(live.root / "pipe.dcm") is None and live.instances() == 1
+    assert live.state(live.root / "pipe.dcm") == "rejected" and live.instances() == 1
+    assert live.state(live.root / "link.dcm") == "rejected"
 
 
 def test_hard_link_into_the_tree_is_indexed(

@@ -113,7 +113,8 @@ def test_fifo_and_symlinks_are_never_opened(tmp_path: Path, demo_set) -> None:  
 
     threading.Thread(target=run, daemon=True).start()
     assert done.wait(30), "scan blocked (opened a FIFO?)"
-    assert writer.status().files == 0
+    status = writer.status()  # each one recorded as rejected; nothing followed into an instance
+    assert (status.files, status.rejected_files, status.instances) == (4, 4, 0)
 
 
 def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
@@ -121,3 +122,111 @@ def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(SourceError, match="does not exist"):
         reconcile(IndexWriter(tmp_path / "i.sqlite"), [tmp_path / "nope"])
+
+
+# -- symlinks, FIFOs: listed as rejected, never opened or followed (reliability.md A11) -----------
+
+_UID = "1.2.826.0.1.3680043.10.543.88"
+
+
+def _ct(path: Path, number: int) -> str:
+    from dicomfs.demo import ct_bytes
+
+    uid = f"{_UID}.1.{number}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(ct_bytes(uid, study_uid=f"{_UID}.2", series_uid=f"{_UID}.3"))
+    return uid
+
+
+def _special_tree(tmp_path: Path) -> tuple[Path, dict[str, str], str]:
+    """A source with one CT, symlinks in, out, dangling, in a loop, to a folder, and a FIFO.
+
+    Returns the source, name -> expected rejection kind, and the UID of the
+    file outside the source that one link points at (never to be indexed).
+    """
+    src = tmp_path / "src"
+    _ct(src / "real.dcm", 1)
+    escaped = _ct(tmp_path / "outside" / "escaped.dcm", 2)
+    (src / "link-inside.dcm").symlink_to("real.dcm")
+    (src / "link-outside.dcm").symlink_to(tmp_path / "outside" / "escaped.dcm")
+    (src / "dangling.dcm").symlink_to("nowhere.dcm")
+    (src / "loop.dcm").symlink_to("loop.dcm")
+    (src / "folder-link").symlink_to(tmp_path / "outside", target_is_directory=True)
+    os.mkfifo(src / "pipe.dcm")
+    kinds = {
+        name: "symlink"
+        for name in (
+            "link-inside.dcm",
+            "link-outside.dcm",
+            "dangling.dcm",
+            "loop.dcm",
+            "folder-link",
+        )
+    }
+    kinds["pipe.dcm"] = "not_regular"
+    return src, kinds, escaped
+
+
+def test_special_entries_are_listed_as_rejected_without_being_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dicomfs.live import scan
+
+    src, kinds, escaped = _special_tree(tmp_path)
+    opened: list[str] = []
+
+    def counting_parse(path: str):  # type: ignore[no-untyped-def]
+        opened.append(os.path.basename(path))
+        return parse_file(path)
+
+    monkeypatch.setattr(scan, "parse_file", counting_parse)
+    writer = IndexWriter(tmp_path / "i.sqlite")
+    first = reconcile(writer, [src], workers=1)
+    assert opened == ["real.dcm"]  # the specials were judged by lstat alone
+    rejected = {os.path.basename(r.path): (r.kind, r.reason) for r in writer.rejected()}
+    assert {name: kind for name, (kind, _) in rejected.items()} == kinds
+    assert rejected["link-outside.dcm"][1] == (
+        "symbolic link: not followed (a link could point outside the source)"
+    )
+    assert rejected["pipe.dcm"][1] == "not a regular file: FIFO"
+    status = writer.status()
+    assert (status.files, status.indexed_files, status.rejected_files) == (7, 1, 6)
+    assert writer.instance(escaped) is None  # nothing reached through a link
+    assert (first.seen, first.parsed, first.rejected) == (7, 1, 6)
+
+    again = reconcile(writer, [src], workers=1)  # recorded once: an unchanged tree is skipped
+    assert (again.seen, again.skipped, again.parsed, again.rejected) == (7, 7, 0, 0)
+
+    # A link replaced by a regular file is indexed like any file; a link removed goes.
+    (src / "link-inside.dcm").unlink()
+    replaced = _ct(src / "link-inside.dcm", 3)
+    (src / "dangling.dcm").unlink()
+    third = reconcile(writer, [src], workers=1)
+    assert (third.indexed, third.removed) == (1, 1)
+    inst = writer.instance(replaced)
+    assert inst is not None and inst.file.path == str(src / "link-inside.dcm")
+    left = {os.path.basename(r.path) for r in writer.rejected()}
+    assert left == set(kinds) - {"link-inside.dcm", "dangling.dcm"}
+    # And a regular file replaced by a link is rejected, no longer served.
+    (src / "real.dcm").unlink()
+    (src / "real.dcm").symlink_to("link-inside.dcm")
+    reconcile(writer, [src], workers=1)
+    assert writer.instance(f"{_UID}.1.1") is None
+    assert writer.file_state(str(src / "real.dcm")) == "rejected"
+
+
+def test_dicomfs_index_and_rejected_list_special_entries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomfs.commands.cli import main
+
+    src, kinds, _ = _special_tree(tmp_path)
+    index = str(tmp_path / "i.sqlite")
+    assert main(["index", str(src), "--index", index, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["rejected", "--index", index]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {os.path.basename(line.split("\t")[0]): line.split("\t")[1] for line in lines}
+    assert listed == kinds
+    assert main(["status", "--index", index]) == 0
+    assert "files         7 (1 indexed, 6 rejected)" in capsys.readouterr().out

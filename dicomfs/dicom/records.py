@@ -136,7 +136,8 @@ class RejectKind(StrEnum):
     TOO_DEEP = "too_deep"  # sequence nesting beyond limits (RecursionError)
     OUT_OF_MEMORY = "out_of_memory"
     UNREADABLE = "unreadable"  # OSError: permission, I/O error, vanished
-    NOT_REGULAR = "not_regular"  # FIFO, socket, device, symlink
+    NOT_REGULAR = "not_regular"  # FIFO, socket, device (a symlink, to the parser)
+    SYMLINK = "symlink"  # a symbolic link under a source: recorded, never followed
     MALFORMED = "malformed"  # any other parse failure
 
 

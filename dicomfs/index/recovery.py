@@ -3,7 +3,8 @@
 The index is a cache of the source folders (reliability.md E6), so a
 damaged one is never repaired: callers ask ``is_damage`` whether an error
 means the file itself is bad (rather than busy, full or unreadable), and
-``set_aside`` swaps in a new, empty index to be rebuilt by a full scan. The
+``set_aside`` swaps in a new, empty index to be rebuilt by a full scan
+(marked as being rebuilt, so readers do not take it for the truth). The
 old file is kept for inspection, but only the newest few such copies: a
 recurring fault must not fill the disk with old indexes.
 """
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from dicomfs.errors import IndexCorruptError
+from dicomfs.index.reader import REBUILDING
 from dicomfs.index.writer import IndexWriter
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,11 @@ def set_aside(path: Path) -> Path:
     for suffix in _SIDECARS:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{fresh}{suffix}")
-    IndexWriter(fresh).close()  # the last connection: its -wal and -shm go with it
+    new = IndexWriter(fresh)
+    # Marked before it takes the old one's place: readers answer "rebuilding"
+    # until a full reconcile has filled it, never an empty tree (E6).
+    new.set_meta(REBUILDING, repr(time.time()))
+    new.close()  # the last connection: its -wal and -shm go with it
     with contextlib.suppress(FileNotFoundError):
         os.link(path, target)
     for suffix in ("-wal", "-shm"):

@@ -6,8 +6,13 @@ with what it last wrote: a file that vanished or was replaced, or that
 changed behind our back and fails ``PRAGMA quick_check``, or SQLite reporting
 SQLITE_CORRUPT/NOTADB during a write, makes the worker move the file aside,
 open a new index and reconcile from scratch. Readers reopen by themselves
-(``IndexReader.is_current``). The guard decides and swaps files; what a
-rebuild means for the worker's queue and counters stays with ``ingest``.
+(``IndexReader.is_current``) and answer "rebuilding" until that reconcile
+is complete (the new index is marked by ``set_aside``). Before the old
+index is closed, the guard asks it which copies served duplicated UIDs:
+the rebuild indexes those first, so a rebuild never swaps the copy a UID
+serves while that file is still there (C2). The guard decides and swaps
+files; what a rebuild means for the worker's queue and counters stays with
+``ingest``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class IndexGuard:
         self._seen: Fingerprint | None = None
         # Damage SQLite reported while writing: rebuild at the next check.
         self._pending: str | None = None
+        # Paths of the copies that served duplicated UIDs in the index last replaced.
+        self.served_copies: set[str] = set()
 
     def remember(self, writer: IndexWriter) -> None:
         """The index file as it is now is our own doing (called after each job)."""
@@ -83,6 +90,7 @@ class IndexGuard:
         path = writer.path
         self._pending = problem
         self._alarm(f"the index {path} {problem}: rebuilding it from the source folders")
+        self.served_copies = served_copies(writer)
         with contextlib.suppress(sqlite3.Error):
             writer.close()
         aside = set_aside(path)
@@ -92,6 +100,21 @@ class IndexGuard:
         self._pending = None
         self._seen = fingerprint(path)
         return fresh
+
+
+def served_copies(writer: IndexWriter) -> set[str]:
+    """Paths of the copies serving duplicated UIDs, as far as the old index can still tell.
+
+    The writer's connection still reads the file it opened, even when that
+    was deleted or replaced since. A damaged file may fail or answer
+    nonsense: that costs only the order of the rebuild, since these paths
+    never name a source, they only put files the walk found first.
+    """
+    try:
+        return {row.kept_path for row in writer.conflicts()}
+    except (sqlite3.Error, ValueError) as exc:
+        log.warning("the old index cannot say which copies served duplicated UIDs: %s", exc)
+        return set()
 
 
 def fingerprint(path: Path) -> Fingerprint | None:

@@ -16,8 +16,9 @@ events, observer restart) run on the same thread, so there is one writer
 The index is a cache and is never trusted once damaged (E6): before each job
 the worker asks ``index_guard`` whether the index file is still the sound
 file it writes, and on damage moves it aside, opens a new index and
-reconciles from scratch. This module is the worker itself: its lifecycle,
-its loop, what it does on failure, and the full reconcile.
+reconciles from scratch, the copies that served duplicated UIDs first.
+This module is the worker itself: its lifecycle, its loop, what it does on
+failure, and the full reconcile.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Ingest:
         self._thread: threading.Thread | None = None
         self._known: dict[str, ChangeKey] = {}
         self._own_writer = False  # True once the worker opened a writer of its own
+        self._first: set[str] = set()  # indexed first by the next reconcile (a rebuild's)
         self.alarms: list[str] = []
         self.last_reconcile: scan.ScanReport | None = None
         self.last_reconcile_at: float | None = None
@@ -238,6 +240,8 @@ class Ingest:
         self._writer = self._guard.replace(self._writer, problem)
         self._own_writer = True
         self._known = {}
+        # A rebuild cut short by another keeps what the first old index said.
+        self._first |= self._guard.served_copies
         self.counters.rebuilds += 1
         self.request_reconcile("index rebuilt")
 
@@ -279,7 +283,9 @@ class Ingest:
             workers=self.workers,
             batch_size=self.batch_size,
             progress=report_progress,
+            first=self._first,
         )
+        self._first = set()
         self._known = self._writer.file_keys()
         self.counters.reconciles += 1
         self.last_reconcile = report

@@ -4,9 +4,13 @@ Every queued path is a question about the disk, not a verdict taken from the
 event: "look at this path now". A look that finds the file gone removes it,
 a regular file whose change key matches the index is skipped (so repeated
 events cause no churn, A9), and anything else is parsed once it has settled
-(``pending.settled``, B1); one that has not is queued again. A folder event
-walks the folder. Because a look is idempotent, merging duplicate events and
-processing them in any order gives the same index.
+(``pending.settled``, B1); one that has not is queued again. A symlink,
+FIFO, socket or device is recorded as rejected from its ``lstat``, never
+opened nor followed, exactly as the scan records it (``scan.special_result``,
+A11): a link created under a watched source produces IN_CREATE, which
+arrives here as a look. A folder event walks the folder. Because a look
+is idempotent, merging duplicate events and processing them in any order
+gives the same index.
 
 Parsing uses the process pool of ``scan.parse_many`` for bursts; each batch
 is one ``IndexWriter.apply`` transaction, and the caller's known-keys cache
@@ -40,6 +44,7 @@ class _Round:
     known: dict[str, ChangeKey]  # path -> change key in the index; updated as batches commit
     to_parse: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    specials: dict[str, FileResult] = field(default_factory=dict)  # recorded without a parse
 
 
 class Looker:
@@ -103,8 +108,11 @@ class Looker:
         except OSError as exc:
             log.warning("cannot look at %s (%s); leaving it as it is", path, exc.strerror)
             return
+        if st is not None and scan.is_special(st.st_mode):
+            self._consider_special(FileStat.from_stat(path, st), work)
+            return
         if st is None or not stat.S_ISREG(st.st_mode):
-            # Gone, or a symlink/FIFO/folder now sits there: not an indexable file.
+            # Gone, or a folder now sits there: the folder's own events walk it.
             if path in work.known:
                 work.removed.append(path)
             return
@@ -126,6 +134,13 @@ class Looker:
             return
         work.to_parse.append(path)
 
+    def _consider_special(self, st: FileStat, work: _Round) -> None:
+        """A symlink, FIFO, socket or device: recorded as rejected unless the index has it so."""
+        if work.known.get(st.path) == st.change_key:
+            self.counters.unchanged += 1
+            return
+        work.specials[st.path] = scan.special_result(st)
+
     def _look_dir(self, path: str, work: _Round) -> None:
         try:
             st = self._lstat(path)
@@ -143,18 +158,24 @@ class Looker:
             work.removed.extend(below)
             return
         seen = scan.walk(path)
-        present = {f.path for f in seen.files}
+        present = seen.paths()
         work.removed.extend(
             p for p in below if p not in present and not scan.is_under(p, seen.unreadable_dirs)
         )
         for f in seen.files:
             self.counters.looks += 1
             self._consider(f.path, f.change_key, None, work)
+        for special in seen.specials:
+            self.counters.looks += 1
+            self._consider_special(special, work)
 
     # -- parse and write -------------------------------------------------------------------
 
     def _parse_and_apply(self, work: _Round) -> None:
         """Parse in the pool for bursts; write each batch as soon as it is complete."""
+        specials = list(work.specials.values())
+        for start in range(0, len(specials), self.batch_size):
+            self._apply(work, specials[start : start + self.batch_size], [])
         batch: list[FileResult] = []
         removed = list(dict.fromkeys(work.removed))
         results = scan.parse_many(work.to_parse, self.workers) if work.to_parse else iter(())

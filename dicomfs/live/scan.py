@@ -8,7 +8,10 @@ after a lost event stream.
 
 Safety rules (reliability.md A7, A8, A11):
 - entries are looked at with ``lstat`` only: symlinks, FIFOs, sockets and
-  devices are skipped, never opened (opening a FIFO blocks forever);
+  devices are never opened nor followed (opening a FIFO blocks forever; a
+  link could point outside the source). They are not skipped in silence
+  either: each is recorded as rejected (``special_result``), so
+  ``rejected.txt`` and ``dicomfs status`` show what was left out and why;
 - a directory that cannot be read makes its files "unknown", never
   "deleted";
 - when a scan finds a large share of the indexed files gone at once (an
@@ -25,14 +28,15 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from dicomfs.dicom.parse import parse_file
-from dicomfs.dicom.records import FileResult, FileStat, Rejection
+from dicomfs.dicom.records import FileResult, FileStat, Rejection, RejectKind
 from dicomfs.errors import SourceError
 from dicomfs.index import ApplyStats, IndexWriter
+from dicomfs.index.reader import REBUILDING
 from dicomfs.live.workers import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,32 @@ MASS_LOSS_MIN_FILES = 20
 def is_ignored_name(name: str) -> bool:
     """Dotfiles and partial-download names are never indexed (reliability.md B2)."""
     return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
+
+
+SYMLINK_REASON = "symbolic link: not followed (a link could point outside the source)"
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def is_special(mode: int) -> bool:
+    """A symlink, FIFO, socket or device: recorded as rejected, never opened (A11)."""
+    return stat.S_ISLNK(mode) or any(test(mode) for test, _ in _SPECIAL_KINDS)
+
+
+def special_result(st: FileStat) -> FileResult:
+    """The rejection of a special entry, from its ``lstat`` alone: nothing is opened or followed.
+
+    The scan and the watcher both record specials here, so a fresh index
+    and a watching daemon say the same of them.
+    """
+    if stat.S_ISLNK(st.mode):
+        return FileResult(st, Rejection(RejectKind.SYMLINK, SYMLINK_REASON))
+    what = next((name for test, name in _SPECIAL_KINDS if test(st.mode)), "special file")
+    return FileResult(st, Rejection(RejectKind.NOT_REGULAR, f"not a regular file: {what}"))
 
 
 def file_digest(path: str) -> str | None:
@@ -90,14 +120,19 @@ def is_under(path: str, roots: Sequence[str]) -> bool:
 
 @dataclass(slots=True)
 class Walk:
-    """What one walk saw: regular files and the folders it could not read."""
+    """What one walk saw: regular files, special entries and the folders it could not read."""
 
     files: list[FileStat] = field(default_factory=list)
+    specials: list[FileStat] = field(default_factory=list)  # symlinks, FIFOs, sockets, devices
     unreadable_dirs: list[str] = field(default_factory=list)
+
+    def paths(self) -> set[str]:
+        """Every entry seen that the index records (files and specials)."""
+        return {st.path for st in self.files} | {st.path for st in self.specials}
 
 
 def walk(root: str, walk_result: Walk | None = None) -> Walk:
-    """Regular files under ``root``, in sorted order."""
+    """Regular files and special entries under ``root``, in sorted order; links not followed."""
     result = walk_result if walk_result is not None else Walk()
     stack = [root]
     while stack:
@@ -121,6 +156,8 @@ def walk(root: str, walk_result: Walk | None = None) -> Walk:
                 subdirs.append(entry.path)
             elif stat.S_ISREG(st.st_mode):
                 result.files.append(FileStat.from_stat(entry.path, st))
+            elif is_special(st.st_mode):
+                result.specials.append(FileStat.from_stat(entry.path, st))
         stack.extend(reversed(subdirs))
     return result
 
@@ -185,6 +222,12 @@ def parse_many(
     paths: Sequence[str], workers: int, pool: ParserPool | None = None
 ) -> Iterator[FileResult | None]:
     """Parse in scan order, in worker processes when there are enough files."""
+    yield from map(_as_walked, _parse_many(paths, workers, pool))
+
+
+def _parse_many(
+    paths: Sequence[str], workers: int, pool: ParserPool | None
+) -> Iterator[FileResult | None]:
     if workers <= 1 or len(paths) < POOL_THRESHOLD:
         yield from map(parse_file, paths)
         return
@@ -196,6 +239,13 @@ def parse_many(
         yield from own.map(paths)
     finally:
         own.close()
+
+
+def _as_walked(result: FileResult | None) -> FileResult | None:
+    """A file that became a special entry between the look and the parse: as the walk says it."""
+    if result is not None and is_special(result.stat.mode):
+        return special_result(result.stat)
+    return result
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -229,25 +279,35 @@ def reconcile(
     progress: ProgressCallback | None = None,
     remove_vanished: bool = True,
     pool: ParserPool | None = None,
+    first: Collection[str] = (),
 ) -> ScanReport:
-    """Bring the index level with the source folders; the work of ``dicomfs index``."""
+    """Bring the index level with the source folders; the work of ``dicomfs index``.
+
+    Among new and changed files, those in ``first`` are indexed before the
+    others: a rebuild names the copies that served duplicated UIDs in the
+    old index, so they keep serving (reliability.md C2). Paths come only from
+    the walk; ``first`` only orders them. A reconcile that completes also
+    completes a rebuild: the index's rebuild mark is cleared (E6).
+    """
     started = time.monotonic()
     root_list = normalize_roots(roots)
     report = ScanReport()
     seen = Walk()
     for root in root_list:
         walk(root, seen)
-    report.seen = len(seen.files)
+    report.seen = len(seen.files) + len(seen.specials)
     report.unreadable_dirs = seen.unreadable_dirs
 
     known = {p: k for p, k in writer.file_keys().items() if is_under(p, root_list)}
-    present = {st.path for st in seen.files}
+    present = seen.paths()
     # Oldest first: when two files claim one SOP UID, the copy that arrived
-    # first serves it, as it would have if the daemon had been watching.
+    # first serves it, as it would have if the daemon had been watching; the
+    # copies that served before a rebuild go before them all.
     changed = [st for st in seen.files if known.get(st.path) != st.change_key]
-    changed.sort(key=lambda st: (st.mtime_ns, st.path))
+    changed.sort(key=lambda st: (st.path not in first, st.mtime_ns, st.path))
     to_parse = [st.path for st in changed]
-    report.skipped = report.seen - len(to_parse)
+    specials = [special_result(st) for st in seen.specials if known.get(st.path) != st.change_key]
+    report.skipped = report.seen - len(to_parse) - len(specials)
 
     gone = [p for p in known if p not in present and not is_under(p, seen.unreadable_dirs)]
     if gone and len(gone) >= MASS_LOSS_MIN_FILES and len(gone) > MASS_LOSS_FRACTION * len(known):
@@ -261,8 +321,12 @@ def reconcile(
         gone = []
 
     pending_removals: list[str] = sorted(gone)
+    for start in range(0, len(specials), batch_size):
+        report.add(writer.apply(specials[start : start + batch_size], pending_removals))
+        pending_removals = []
     batch: list[FileResult] = []
-    done = rejected = 0
+    done = 0
+    rejected = len(specials)
     for result in parse_many(to_parse, workers or default_workers(), pool):
         done += 1
         if result is None:
@@ -280,6 +344,9 @@ def reconcile(
         report.add(writer.apply(batch, pending_removals, digest=file_digest))
     report.parsed = done
     writer.set_meta("last_scan", repr(time.time()))
+    if writer.rebuilding_since() is not None:
+        writer.set_meta(REBUILDING, "")  # complete: readers answer from it again
+        log.info("the index %s is rebuilt: the mount answers from it again", writer.path)
     writer.checkpoint()
     report.elapsed = time.monotonic() - started
     return report

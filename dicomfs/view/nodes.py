@@ -38,6 +38,14 @@ class SourceChanged(ViewError):
     """The source file no longer is the file the index describes: re-index it."""
 
 
+class Rebuilding(ViewError):
+    """The index is being rebuilt from the sources: its answers are not complete yet.
+
+    An empty or partial listing would read as files gone (reliability.md E6);
+    the FUSE adapter answers EAGAIN, "try again", until the rebuild is over.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class DirNode:
     name: str

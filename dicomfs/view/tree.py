@@ -20,6 +20,12 @@ cached for ``cache_ttl`` seconds (default 1 s, 0 turns caching off). Single
 lookups (``by-sop/<uid>.dcm``, a plan or series folder) always query, so a
 file indexed a moment after a failed lookup is visible at once, and nothing
 cached is older than the TTL.
+
+While the index is being rebuilt from the sources (reliability.md E6) it is
+empty, then partial: answering from it would list folders as if their files
+were gone. Every path that needs the index then raises ``Rebuilding``
+(EAGAIN through FUSE) and ``.dicomfs/status.json`` says ``"rebuilding":
+true``; the root and the top folders stay, so the status can be found.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from dicomfs.view.nodes import (
     Node,
     NotADirectory,
     NotFound,
+    Rebuilding,
     SourceChanged,
     open_source,
 )
@@ -127,6 +134,8 @@ class View:
         self._factory = reader_factory
         self._readers: dict[int, IndexReader] = {}
         self._checked: dict[int, float] = {}
+        self._rebuilding: dict[int, bool] = {}  # per thread: is its reader's index being rebuilt
+        self._origin: tuple[int, int] | None = None  # (dev, inode) of the first index file read
         self._lock = threading.Lock()
         self.dir_uid, self.dir_gid, self.dir_mode = dir_uid, dir_gid, dir_mode & 0o7777
         self.mount_time_ns = mount_time_ns
@@ -136,6 +145,22 @@ class View:
 
     @property
     def reader(self) -> IndexReader:
+        """This thread's reader of a complete index; ``Rebuilding`` while it is rebuilt."""
+        reader, rebuilding = self._thread_reader()
+        if rebuilding:
+            raise Rebuilding("the index is being rebuilt from the source folders: try again")
+        return reader
+
+    def _thread_reader(self) -> tuple[IndexReader, bool]:
+        """This thread's reader, reopened when the index file changed, and its rebuild state.
+
+        Whether the index is complete is read when the reader opens, and on
+        every call while it is not (a meta lookup; the mount has nothing else
+        to do then), so every thread answers again as soon as the rebuild
+        commits. A rebuild mark, once cleared, never comes back in the same
+        file (``index.reader.REBUILDING``), so a reader never answers from a
+        half-built index.
+        """
         ident = threading.get_ident()
         reader = self._readers.get(ident)
         now = time.monotonic()
@@ -149,10 +174,36 @@ class View:
                 reader = None
         if reader is None:
             reader = self._factory()
+            try:
+                self._rebuilding[ident] = self._incomplete(reader)
+            except BaseException:
+                reader.close()
+                raise
             with self._lock:
                 self._readers[ident] = reader
             self._checked[ident] = now
-        return reader
+        elif self._rebuilding.get(ident):
+            self._rebuilding[ident] = self._incomplete(reader)
+        return reader, self._rebuilding[ident]
+
+    def _incomplete(self, reader: IndexReader) -> bool:
+        """The index is being rebuilt, or an empty one replaced the index this view began with.
+
+        A first index fills while its first scan runs, and the mount shows it
+        filling (README). An empty index found at the path later, one no scan
+        ever completed into (a new index moved there by hand, ``dicomfs
+        index`` started over), would list nothing where files were listed a
+        moment before; ``serve`` rebuilds such a replacement anyway.
+        """
+        if reader.rebuilding_since() is not None:
+            return True
+        with self._lock:
+            if self._origin is None:
+                self._origin = reader.identity
+            origin = self._origin
+        if reader.identity == origin:
+            return False
+        return reader.meta("last_scan") is None and reader.is_empty()
 
     def close(self) -> None:
         with self._lock:
@@ -344,6 +395,8 @@ class View:
         if not parts:
             return [(name, self._dir(name)) for name in _TOP]
         top, rest = parts[0], parts[1:]
+        if top == ".dicomfs":
+            return self._meta_listing()
         reader = self.reader
         if top == "by-sop":
             return list(self._sop_listing())
@@ -357,8 +410,6 @@ class View:
         if top == "objects":
             names = (n[:-4] for n, _ in self._sop_listing() if not n.startswith(SYNTHETIC_PREFIX))
             return [(uid, self._dir(uid)) for uid in names]
-        if top == ".dicomfs":
-            return [(n, self._resolve([*parts, n])) for n in ("rejected.txt", "status.json")]
         if top == "by-series" and not rest:
             return [(s, self._dir(s)) for s in reader.series_uids() if is_safe_uid(s)]
         if top == "by-series":
@@ -370,6 +421,16 @@ class View:
             return [(s, self._dir(s)) for s in series if is_safe_uid(s)]
         insts = [i for i in reader.listing(rest[1]) if i.study_uid == rest[0]]
         return self._instance_listing(insts)
+
+    def _meta_listing(self) -> list[tuple[str, Node]]:
+        """rejected.txt and status.json; while the index is rebuilt, status.json alone."""
+        entries: list[tuple[str, Node]] = []
+        for name in ("rejected.txt", "status.json"):
+            try:
+                entries.append((name, self._resolve([".dicomfs", name])))
+            except Rebuilding:
+                continue  # rejected.txt returns with the rebuilt index
+        return entries
 
     def _instance_listing(self, insts: Iterable[ListingRow]) -> list[tuple[str, Node]]:
         file = self._file
@@ -415,7 +476,9 @@ class View:
         return self._cache.get(("package", uid), build)
 
     def _status(self) -> bytes:
-        doc: dict[str, Any] = dict(self.reader.status().as_dict())
+        reader, rebuilding = self._thread_reader()  # status.json answers during a rebuild
+        doc: dict[str, Any] = dict(reader.status().as_dict())
+        doc["rebuilding"] = rebuilding
         doc["dicomfs_version"] = __version__
         doc["mount_time"] = time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.mount_time_ns / 1e9)

@@ -258,6 +258,23 @@ def scan_with_deadline(index: Path, root: Path, workers: int = 1, timeout: float
     assert not errors, errors
 
 
+def specials(tree: HostileTree) -> dict[str, str]:
+    """The tree's symlinks, FIFO, socket and device: full path -> the rejection kind they get.
+
+    They are never opened nor followed, and recorded as rejected (A11); the
+    other ``absent`` entries (dotfiles, partial names) are not recorded at all.
+    """
+    found = {}
+    for rel in tree.absent:
+        path = full_path(tree.root, rel)
+        mode = os.lstat(os.fsencode(path)).st_mode
+        if stat.S_ISLNK(mode):
+            found[path] = RejectKind.SYMLINK.value
+        elif not stat.S_ISREG(mode):
+            found[path] = RejectKind.NOT_REGULAR.value
+    return found
+
+
 def test_hostile_tree_is_scanned_without_following_or_blocking(tree: HostileTree) -> None:
     """FIFO, socket, device, symlinks in and out and in loops, 40 levels, odd names."""
     assert not tree.skipped or os.geteuid() != 0, tree.skipped
@@ -267,13 +284,15 @@ def test_hostile_tree_is_scanned_without_following_or_blocking(tree: HostileTree
     try:
         known = set(reader.file_keys())
         expected = {full_path(tree.root, rel) for rel in tree.indexed | tree.unreadable}
-        assert known == expected  # root reads the chmod-000 file; nothing else appears
+        # root reads the chmod-000 file; the specials are recorded; nothing else appears
+        assert known == expected | set(specials(tree))
         for rel in tree.indexed:
             inst = reader.instance(tree.uids[rel])
             assert inst is not None and inst.file.path == full_path(tree.root, rel)
         assert reader.instance(tree.uids["outside:escaped.dcm"]) is None
         assert all(os.fsencode(p).startswith(os.fsencode(tree.root) + b"/") for p in known)
-        assert reader.rejected() == []
+        assert {row.path: row.kind for row in reader.rejected()} == specials(tree)
+        assert reader.status().instances == len(tree.indexed | tree.unreadable)
     finally:
         reader.close()
 
@@ -290,7 +309,7 @@ def test_hostile_tree_while_watching(tree: HostileTree) -> None:
     try:
         assert live.wait_watching(30) and live.ingest.wait_idle(30)
         expected = {full_path(tree.root, rel) for rel in tree.indexed | tree.unreadable}
-        assert set(reader.file_keys()) == expected
+        assert set(reader.file_keys()) == expected | set(specials(tree))
         # New hostile objects while watching, then a sentinel (handled in due order).
         os.mkfifo(tree.root / "d01" / "late-pipe.dcm")
         os.symlink(tree.outside / "escaped.dcm", tree.root / "d01" / "late-link.dcm")
@@ -298,7 +317,15 @@ def test_hostile_tree_while_watching(tree: HostileTree) -> None:
         shutil.copy(tree.root / "plain.dcm", tree.root / "sentinel.dcm")
         sentinel = str(tree.root / "sentinel.dcm")
         wait_for(lambda: reader.file_state(sentinel) == "indexed", 30, "the sentinel")
-        assert set(reader.file_keys()) == expected | {sentinel}
+        late = {
+            str(tree.root / "d01" / "late-pipe.dcm"): RejectKind.NOT_REGULAR.value,
+            str(tree.root / "d01" / "late-link.dcm"): RejectKind.SYMLINK.value,
+            str(tree.root / "late-loop.dcm"): RejectKind.SYMLINK.value,
+        }
+        assert set(reader.file_keys()) == expected | set(specials(tree)) | set(late) | {sentinel}
+        # What the watching daemon recorded is what a scan of the tree records.
+        assert {row.path: row.kind for row in reader.rejected()} == specials(tree) | late
+        assert reader.instance(tree.uids["outside:escaped.dcm"]) is None
         assert live.healthy()
     finally:
         reader.close()

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import platform
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,6 +42,11 @@ _SYSCALLS = {
     "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152},
 }
 _MAX_GROUPS = 65536  # NGROUPS_MAX on Linux
+# A reader's groups are read from /proc once per this many seconds per
+# process (the attribute timeout of the mount is of the same order); a
+# process that changes its groups needs privilege, and is seen again soon.
+GROUPS_TTL = 1.0
+_GROUPS_CACHE_MAX = 4096
 _CAP_SETGID = 6  # linux/capability.h
 _CAP_SETUID = 7
 
@@ -55,11 +63,18 @@ class Caller:
     groups: tuple[int, ...]
 
 
+@functools.cache
 def _numbers() -> dict[str, int]:
     machine = platform.machine()
     if machine not in _SYSCALLS:
         raise OSError(f"switching credentials per thread is not supported on {machine}")
     return _SYSCALLS[machine]
+
+
+@functools.cache
+def _own() -> Caller:
+    """The daemon's own credentials, restored after every switch (they never change)."""
+    return Caller(os.geteuid(), os.getegid(), tuple(os.getgroups()))
 
 
 def _has_capabilities() -> bool:
@@ -106,8 +121,8 @@ def acting_as(caller: Caller) -> Iterator[None]:
     The daemon's own credentials are restored afterwards whatever happens; if
     that fails the thread cannot be trusted any more, so the process stops.
     """
-    own_uid, own_gid, own_groups = os.geteuid(), os.getegid(), tuple(os.getgroups())
-    if (caller.uid, caller.gid, caller.groups) == (own_uid, own_gid, own_groups):
+    own = _own()
+    if caller == own:
         yield
         return
     try:
@@ -116,19 +131,38 @@ def acting_as(caller: Caller) -> Iterator[None]:
         yield
     finally:
         try:
-            _set_fs_ids(own_uid, own_gid)
-            _set_groups(own_groups)
+            _set_fs_ids(own.uid, own.gid)
+            _set_groups(own.groups)
         except OSError:
             log.critical("could not restore the daemon's credentials; stopping")
             os._exit(70)  # EX_SOFTWARE: never serve another request with a reader's rights
 
 
-def groups_of(pid: int) -> tuple[int, ...]:
-    """The supplementary groups of a process (``Groups:`` of /proc/PID/status).
+_groups_lock = threading.Lock()
+_groups_seen: dict[tuple[int, int, int], tuple[float, tuple[int, ...]]] = {}
 
-    libfuse's fuse_getgroups reads the same line; reading it here keeps the
-    parsing in Python and works when the request came from a thread.
+
+def groups_of(pid: int, uid: int, gid: int) -> tuple[int, ...]:
+    """The supplementary groups of the process ``pid`` running as ``uid``/``gid``.
+
+    Read from /proc at most once per GROUPS_TTL for the same (pid, uid, gid):
+    the read costs more than the rest of the switch (bench/access_bench.py).
     """
+    key, now = (pid, uid, gid), time.monotonic()
+    with _groups_lock:
+        hit = _groups_seen.get(key)
+    if hit is not None and now - hit[0] < GROUPS_TTL:
+        return hit[1]
+    groups = _read_groups(pid)
+    with _groups_lock:
+        if len(_groups_seen) >= _GROUPS_CACHE_MAX:
+            _groups_seen.clear()  # forgetting costs one more read each
+        _groups_seen[key] = (now, groups)
+    return groups
+
+
+def _read_groups(pid: int) -> tuple[int, ...]:
+    """``Groups:`` of /proc/PID/status (libfuse's fuse_getgroups reads the same line)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("Groups:"):

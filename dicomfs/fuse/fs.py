@@ -34,8 +34,9 @@ Decisions, each with its reason:
   old bytes. With ``allow_other`` that open is made with the reader's own
   filesystem credentials (``caller.py``), so ACLs and closed folders refuse
   through the mount exactly as they refuse directly (F1, F2).
-- No ``use_ino``: libfuse numbers the nodes, source inode numbers are not
-  exposed. No getxattr/listxattr: unimplemented, the kernel stops asking.
+- ``use_ino`` with numbers from the path (``fsinfo``: stable across remounts,
+  SMB file IDs); ``statfs`` gives the sources' filesystems (a real SMB drive
+  size). No getxattr/listxattr: unimplemented, the kernel stops asking.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from dicomfs.fuse.binding import (
     libc,
 )
 from dicomfs.fuse.caller import Caller, acting_as, groups_of
+from dicomfs.fuse.fsinfo import child_path, inode_of, parent_path, space
 from dicomfs.view.nodes import (
     DirNode,
     FileNode,
@@ -79,6 +81,7 @@ from dicomfs.view.nodes import (
     Node,
     NotADirectory,
     NotFound,
+    Rebuilding,
     SourceChanged,
 )
 from dicomfs.view.tree import View
@@ -106,7 +109,7 @@ _MAX_REMEMBERED = 100_000
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-Identity = tuple[str | None, int, int, int, int]
+Identity = tuple[str | None, int, int, int, int, int]
 
 
 def _guard(func: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -124,6 +127,8 @@ def _guard(func: Callable[_P, _R]) -> Callable[_P, _R]:
             raise mfusepy.FuseOSError(errno.ENOTDIR) from None
         except IsADirectory:
             raise mfusepy.FuseOSError(errno.EISDIR) from None
+        except Rebuilding:
+            raise mfusepy.FuseOSError(errno.EAGAIN) from None  # the index is being rebuilt (E6)
         except PermissionError:
             # No path in the message: source folders may be named after patients.
             log.info("%s: permission denied to the reader", func.__name__)
@@ -150,8 +155,30 @@ def _caller() -> Caller:
     groups: tuple[int, ...] = ()
     if pid > 0:
         with contextlib.suppress(OSError, ValueError):
-            groups = groups_of(pid)
+            groups = groups_of(pid, uid, gid)
     return Caller(uid, gid, groups)
+
+
+def _listable_by_this_thread() -> Callable[[str], bool]:
+    """``reveal`` for a generated file: may this thread's fs credentials list the folder?
+
+    A reader who can open a file's folder for listing can also walk every
+    folder above it, so the path tells them nothing they could not see
+    (reliability.md I3). Answers are kept per folder for one rendering.
+    """
+    answers: dict[str, bool] = {}
+
+    def reveal(path: str) -> bool:
+        folder = os.path.dirname(path)
+        if folder not in answers:
+            try:
+                os.close(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+                answers[folder] = True
+            except OSError:
+                answers[folder] = False
+        return answers[folder]
+
+    return reveal
 
 
 def _read_only(*_args: object, **_kwargs: object) -> int:
@@ -167,10 +194,11 @@ def _kind(node: Node, symlinks: bool) -> tuple[int, int, int]:
     return stat.S_IFREG | node.mode, 1, node.size
 
 
-def attributes(node: Node, symlinks: bool = False) -> dict[str, int]:
+def attributes(node: Node, symlinks: bool = False, ino: int = 0) -> dict[str, int]:
     """The stat dict mfusepy copies into ``struct stat`` (times in ns, use_ns)."""
     mode, nlink, size = _kind(node, symlinks)
     return {
+        "st_ino": ino,
         "st_mode": mode,
         "st_nlink": nlink,
         "st_size": size,
@@ -183,11 +211,12 @@ def attributes(node: Node, symlinks: bool = False) -> dict[str, int]:
     }
 
 
-def _c_stat(node: Node, symlinks: bool) -> Any:
+def _c_stat(node: Node, symlinks: bool, ino: int) -> Any:
     """``attributes`` as a ready struct for readdir: a thousand entries per listing."""
     mode, nlink, size = _kind(node, symlinks)
     spec = mfusepy.c_timespec(*divmod(node.mtime_ns, 1_000_000_000))
     return mfusepy.c_stat(
+        st_ino=ino,
         st_mode=mode,
         st_nlink=nlink,
         st_size=size,
@@ -220,8 +249,11 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         on_init: Callable[[], None] | None = None,
         symlinks: bool = False,
         as_caller: bool = False,
+        space_paths: tuple[str, ...] = (),
     ) -> None:
         self.view = view
+        # statfs answers with the filesystems holding these (the sources).
+        self.space_paths = space_paths
         # allow_other: sources are opened with the reader's credentials (caller.py).
         self.as_caller = as_caller
         # --symlinks: source files appear as symbolic links to their real
@@ -248,7 +280,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             config.negative_timeout = 0.0
             config.kernel_cache = 0
             config.auto_cache = 0
-            config.use_ino = 0
+            config.use_ino = 1  # stable numbers from fsinfo.inode_of
             config.direct_io = 0
         if conn is not None:
             # "auto" gives attributes only with the first chunk of a listing;
@@ -287,7 +319,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
     @_guard
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
-        return attributes(self.view.lookup(path), self.symlinks)
+        return attributes(self.view.lookup(path), self.symlinks, inode_of(path))
 
     @_guard
     def opendir(self, path: str) -> int:
@@ -308,10 +340,11 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         """
         entries = self._dirs.get(fh)
         if entries is None:
-            here = mfusepy.c_stat(st_mode=stat.S_IFDIR)
-            entries = [(b".", here), (b"..", here)]
+            here = mfusepy.c_stat(st_mode=stat.S_IFDIR, st_ino=inode_of(path))
+            up = mfusepy.c_stat(st_mode=stat.S_IFDIR, st_ino=inode_of(parent_path(path)))
+            entries = [(b".", here), (b"..", up)]
             entries.extend(
-                (name.encode(), _c_stat(node, self.symlinks))
+                (name.encode(), _c_stat(node, self.symlinks, inode_of(child_path(path, name))))
                 for name, node in self.view.listdir(path)
             )
             with self._lock:
@@ -334,7 +367,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
     @_guard
     def statfs(self, path: str) -> dict[str, int]:
-        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+        return space(self.space_paths)
 
     # -- reading ------------------------------------------------------------
 
@@ -347,7 +380,11 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         if isinstance(node, DirNode):
             raise mfusepy.FuseOSError(errno.EISDIR)
         if node.content is not None:
-            handle = _Handle(path, None, node.content, node.identity)
+            content = node.content
+            if self.as_caller and node.render is not None:
+                with acting_as(_caller()):
+                    content = node.render(_listable_by_this_thread())
+            handle = _Handle(path, None, content, node.identity)
             fi.direct_io, fi.keep_cache = 1, 0
         else:
             if self.as_caller:

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -113,7 +113,14 @@ def _group_id(group: str | None) -> int:
 class _Runner:
     """One mount: the FUSE thread, and the stop logic shared by signals and stop_event."""
 
-    def __init__(self, mountpoint: Path, view: View, allow_other: bool, symlinks: bool) -> None:
+    def __init__(
+        self,
+        mountpoint: Path,
+        view: View,
+        allow_other: bool,
+        symlinks: bool,
+        space_paths: tuple[str, ...],
+    ) -> None:
         from dicomfs.fuse import binding, fs  # imported here: they load libfuse
 
         self.mountpoint = mountpoint
@@ -123,7 +130,11 @@ class _Runner:
         self.stop_requested = threading.Event()
         self.error: BaseException | None = None
         self.operations = fs.DicomFS(
-            view, on_init=self._initialized, symlinks=symlinks, as_caller=allow_other
+            view,
+            on_init=self._initialized,
+            symlinks=symlinks,
+            as_caller=allow_other,
+            space_paths=space_paths,
         )
         self._serve: Callable[[], None] = functools.partial(
             binding.serve, self.operations, mountpoint, allow_other=allow_other
@@ -185,6 +196,7 @@ def run_mount(
     extra_status: Callable[[], Mapping[str, Any]] | None = None,
     on_source_changed: Callable[[str], None] | None = None,
     symlinks: bool = False,
+    sources: Sequence[Path | str] = (),
 ) -> int:
     """Mount ``index_path`` read-only at ``mountpoint``; return 0 after a clean stop.
 
@@ -198,6 +210,9 @@ def run_mount(
     ``on_source_changed(path)`` hears of a source that no longer matches the
     index (serve: queue a re-index); both are called from FUSE threads.
     ``symlinks`` presents source files as symbolic links to their paths.
+    ``sources`` are the source folders: ``statfs`` of the mount reports the
+    space of their filesystems (an SMB share shows it as the drive size);
+    without them, that of the filesystem holding the index.
     """
     mountpoint = Path(os.path.abspath(mountpoint))
     # Readers are opened later, from FUSE threads, after libfuse may have
@@ -214,8 +229,9 @@ def run_mount(
             "(systemd: AmbientCapabilities=CAP_SETUID CAP_SETGID), or mount without allow_other"
         )
     IndexReader(index_path).close()  # fail now with the index's own message
+    space_paths = tuple(os.path.abspath(s) for s in sources) or (str(index_path.parent),)
     if not foreground:
-        return _spawn_background(mountpoint, index_path, allow_other, group, symlinks)
+        return _spawn_background(mountpoint, index_path, allow_other, group, symlinks, sources)
     view = View(
         lambda: IndexReader(index_path),
         dir_uid=os.geteuid(),
@@ -224,7 +240,7 @@ def run_mount(
         extra_status=extra_status,
         on_source_changed=on_source_changed,
     )
-    runner = _Runner(mountpoint, view, allow_other, symlinks)
+    runner = _Runner(mountpoint, view, allow_other, symlinks, space_paths)
     log.info("mounting %s at %s (allow_other=%s, gid=%d)", index_path, mountpoint, allow_other, gid)
     previous = _install_signal_handlers(runner)
     try:
@@ -305,13 +321,20 @@ def _restore_signal_handlers(previous: dict[int, object]) -> None:
 
 
 def _spawn_background(
-    mountpoint: Path, index_path: Path, allow_other: bool, group: str | None, symlinks: bool
+    mountpoint: Path,
+    index_path: Path,
+    allow_other: bool,
+    group: str | None,
+    symlinks: bool,
+    sources: Sequence[Path | str] = (),
 ) -> int:
     """Start ``python -m dicomfs.fuse.mount`` detached and return once the mount is live."""
     args = [sys.executable, "-m", "dicomfs.fuse.mount", str(mountpoint), "--index", str(index_path)]
     args += ["--allow-other"] if allow_other else []
     args += ["--symlinks"] if symlinks else []
     args += ["--group", group] if group else []
+    for source in sources:
+        args += ["--source", os.path.abspath(source)]
     child = subprocess.Popen(
         args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
     )
@@ -334,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-other", action="store_true")
     parser.add_argument("--symlinks", action="store_true")
     parser.add_argument("--group", default=None)
+    parser.add_argument("--source", action="append", default=[], help="for free-space figures")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -347,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_other=args.allow_other,
             group=args.group,
             symlinks=args.symlinks,
+            sources=args.source,
         )
     except MountError as exc:
         print(f"dicomfs: {exc}", file=sys.stderr)

@@ -24,9 +24,10 @@ RANK = {
     "fuse": 5,
     "net": 5,
     "export": 5,
-    "service": 6,
-    "commands": 7,
-    "__main__": 8,
+    "share": 6,  # above fuse: it uses fuse.caller (dicomfs/share/__init__.py says why)
+    "service": 7,
+    "commands": 8,
+    "__main__": 9,
 }
 # demo writes synthetic DICOM: it may use the records only, and only commands use it.
 DEMO_MAY_IMPORT = {"", "dicom"}

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from dicomfs import __version__
-from dicomfs.commands import export, local, net, query
+from dicomfs.commands import export, local, net, query, webdav
 from dicomfs.errors import EXIT_OK, DicomfsError, exit_code
 
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dicomfs {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (local, query, export, net):
+    for module in (local, query, export, net, webdav):
         module.register(sub)
     return parser
 

@@ -47,6 +47,14 @@ def register(sub: SubParsers) -> None:
         action="store_true",
         help="show source files as symbolic links to their paths (native read speed)",
     )
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a source folder of the index: the mount reports the free space of its "
+        "filesystem (repeatable; default: the filesystem holding the index)",
+    )
 
     p = command(
         sub,
@@ -55,7 +63,11 @@ def register(sub: SubParsers) -> None:
         "index, watch and mount in one process (the main job; Ctrl-C stops)",
     )
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="folder to index and watch")
-    p.add_argument("--mount", metavar="MOUNTPOINT", help="where to mount the view")
+    p.add_argument(
+        "--mount",
+        metavar="MOUNTPOINT",
+        help="where to mount the view (optional with --webdav-port)",
+    )
     add_index_option(p)
     p.add_argument(
         "--config",
@@ -94,6 +106,14 @@ def register(sub: SubParsers) -> None:
     p.add_argument(
         "--scp-store", metavar="DIR", help="where received objects go (default SOURCE/received)"
     )
+    p.add_argument(
+        "--webdav-port", type=int, metavar="PORT", help="also serve the view over WebDAV on PORT"
+    )
+    p.add_argument("--webdav-bind", metavar="ADDR", help="WebDAV address (default 127.0.0.1)")
+    p.add_argument("--webdav-run-as", metavar="USER", help="WebDAV reads as USER (default nobody)")
+    p.add_argument("--webdav-users", metavar="FILE", help="WebDAV users file (HTTP Basic)")
+    p.add_argument("--webdav-tls-cert", metavar="PEM", help="serve WebDAV over HTTPS")
+    p.add_argument("--webdav-tls-key", metavar="PEM", help="the TLS certificate's key")
 
     p = command(sub, "ls", cmd_ls, "list a path of the mount layout without mounting")
     p.add_argument("path", metavar="PATH", nargs="?", default="/")
@@ -158,6 +178,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         allow_other=args.allow_other,
         group=args.group,
         symlinks=args.symlinks,
+        sources=[Path(d) for d in args.source],
     )
 
 
@@ -182,6 +203,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "scp_bind": args.scp_bind,
             "scp_allow": args.scp_allow,
             "scp_store": args.scp_store,
+            "webdav_port": args.webdav_port,
+            "webdav_bind": args.webdav_bind,
+            "webdav_run_as": args.webdav_run_as,
+            "webdav_users": args.webdav_users,
+            "webdav_tls_cert": args.webdav_tls_cert,
+            "webdav_tls_key": args.webdav_tls_key,
             "symlinks": args.symlinks,
         }
     )

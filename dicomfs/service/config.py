@@ -17,6 +17,7 @@ from typing import Any
 
 from dicomfs.errors import ConfigError
 from dicomfs.index import default_index_path
+from dicomfs.share.defaults import DEFAULT_BIND
 
 DEFAULT_CONFIG = Path("/etc/dicomfs/dicomfs.toml")
 ENV_PREFIX = "DICOMFS_"
@@ -55,6 +56,12 @@ class Settings:
     scp_bind: str = "127.0.0.1"
     scp_allow: tuple[str, ...] = ()
     scp_store: Path | None = None
+    webdav_port: int | None = None
+    webdav_bind: str = DEFAULT_BIND
+    webdav_run_as: str | None = None
+    webdav_users: Path | None = None
+    webdav_tls_cert: Path | None = None
+    webdav_tls_key: Path | None = None
     config_file: Path | None = None
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
@@ -175,8 +182,11 @@ _SCALARS: dict[str, Callable[[object], Any]] = {
     "ae_title": _as_ae_title,
     "scp_bind": _as_text,
     "scp_allow": _as_ae_titles,
+    "webdav_port": _as_number(int, 1),
+    "webdav_bind": _as_text,
+    "webdav_run_as": _as_text,
 }
-_PATHS = ("mountpoint", "index", "scp_store")
+_PATHS = ("mountpoint", "index", "scp_store", "webdav_users", "webdav_tls_cert", "webdav_tls_key")
 KEYS = ("sources", *_PATHS, *_SCALARS)
 # Tables read by other commands from the same file (``dicomfs fetch --from NAME``).
 OTHER_TABLES = ("pacs",)

@@ -1,4 +1,4 @@
-"""``dicomfs serve``: index, watch and mount in one process.
+"""``dicomfs serve``: index, watch and mount (and/or serve WebDAV) in one process.
 
 Order matters (design.md "Service"): the watch starts before the initial
 reconcile, so a file that arrives during a long first scan is queued, not
@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dicomfs import __version__
 from dicomfs.errors import ConfigError, DicomfsError, IndexCorruptError
@@ -26,6 +27,10 @@ from dicomfs.live.ingest import Ingest, ProgressSink
 from dicomfs.live.watch import Watcher
 from dicomfs.service.config import Settings
 from dicomfs.service.notify import Notifier
+
+if TYPE_CHECKING:
+    from dicomfs.share.webdav import Access, WebDavOptions, WebDavServer
+    from dicomfs.view.tree import View
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +154,8 @@ class LiveIndex:
                 self._reader = IndexReader(self.settings.index)
             status = self._reader.status()
             text = f"{status.instances} instances, {status.rejected_files} rejected; " + text
+            if self._reader.rebuilding_since() is not None:
+                text = "rebuilding the index (the mount answers EAGAIN); " + text
         except (DicomfsError, sqlite3.Error) as exc:
             log.debug("no index counts for the status line: %s", exc)
         if counts["alarms"]:
@@ -195,8 +202,51 @@ def _receiver_store(settings: Settings) -> Path | None:
     return check_store_in_sources(store, settings.sources)
 
 
+def _webdav_options(settings: Settings) -> WebDavOptions | None:
+    """The WebDAV share's settings (``webdav_*`` keys); None without ``webdav_port``."""
+    if settings.webdav_port is None:
+        return None
+    from dicomfs.share.webdav import WebDavOptions
+
+    return WebDavOptions(
+        port=settings.webdav_port,
+        bind=settings.webdav_bind,
+        run_as=settings.webdav_run_as,
+        users_file=settings.webdav_users,
+        tls_cert=settings.webdav_tls_cert,
+        tls_key=settings.webdav_tls_key,
+    )
+
+
+def _start_webdav(
+    settings: Settings, options: WebDavOptions, access: Access, live: LiveIndex
+) -> tuple[WebDavServer, View]:
+    """The share over its own view of the index, beside the mount or instead of it."""
+    from dicomfs.share.webdav import WebDavServer
+    from dicomfs.view.tree import View
+
+    index = Path(os.path.abspath(settings.index))
+    view = View(
+        lambda: IndexReader(index),
+        dir_uid=os.geteuid(),
+        dir_gid=os.getegid(),
+        mount_time_ns=time.time_ns(),
+        extra_status=lambda: {"ingest": live.ingest.status()},
+        on_source_changed=live.ingest.recheck,
+    )
+    try:
+        return WebDavServer(view, options, access).start(), view
+    except BaseException:
+        view.close()
+        raise
+
+
 def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
-    """Run until SIGTERM/SIGINT or an unmount; 0 after a clean stop."""
+    """Run until SIGTERM/SIGINT or an unmount; 0 after a clean stop.
+
+    With ``webdav_port`` the view is also served over WebDAV; with it and no
+    mountpoint, only over WebDAV (hosts without FUSE).
+    """
     from dicomfs.fuse.mount import run_mount
     from dicomfs.live.progress import Progress
 
@@ -204,18 +254,27 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
         raise ConfigError(
             "no source folder: give SOURCE arguments, DICOMFS_SOURCES or `sources` in the config"
         )
-    if settings.mountpoint is None:
+    if settings.mountpoint is None and settings.webdav_port is None:
         raise ConfigError(
-            "no mountpoint: give --mount, DICOMFS_MOUNTPOINT or `mountpoint` in the config"
+            "no mountpoint: give --mount, DICOMFS_MOUNTPOINT or `mountpoint` in the config "
+            "(or --webdav-port to serve over WebDAV only)"
         )
     log.info("dicomfs %s serve: %s", __version__, settings.log_summary())
     notifier = notifier if notifier is not None else Notifier()
-    mountpoint = Path(settings.mountpoint)
-    _create_mountpoint(mountpoint)
+    webdav_options = _webdav_options(settings)
+    access = None
+    if webdav_options is not None:
+        from dicomfs.share.webdav import plan_access
+
+        access = plan_access(webdav_options)  # refuse a bad share before any work starts
+    mountpoint = Path(settings.mountpoint) if settings.mountpoint is not None else None
+    if mountpoint is not None:
+        _create_mountpoint(mountpoint)
     receiver_store = _receiver_store(settings)
     writer = _open_index(settings.index)
     live: LiveIndex | None = None
     receiver = None
+    webdav: tuple[WebDavServer, View] | None = None
     try:
         live = LiveIndex(settings, writer, notifier=notifier, progress=Progress("initial scan"))
         live.start()
@@ -238,6 +297,17 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
                 receiver_store,
             )
 
+        if webdav_options is not None and access is not None:
+            webdav = _start_webdav(settings, webdav_options, access, live)
+        if mountpoint is None:
+            assert webdav is not None
+            from dicomfs.share.webdav import wait_for_stop
+
+            server = webdav[0]
+            notifier.ready(f"serving WebDAV at {server.url}; initial scan running")
+            wait_for_stop(lambda: not server.alive())
+            return 0 if server.error is None else 1
+
         def on_ready() -> None:
             notifier.ready(f"mounted at {mountpoint}; initial scan running")
 
@@ -248,6 +318,7 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
             group=settings.group,
             on_ready=on_ready,
             symlinks=settings.symlinks,
+            sources=settings.sources,  # statfs: the sources' space (SMB drive size)
             # status.json shows the queue and alarms; a source that no longer
             # matches the index (seen by the mount at open) is looked at again.
             extra_status=lambda: {"ingest": live.ingest.status()} if live else {},
@@ -255,6 +326,9 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
         )
     finally:
         notifier.stopping("stopping: finishing the current batch")
+        if webdav is not None:
+            webdav[0].stop()
+            webdav[1].close()
         if receiver is not None:
             receiver.stop()
         if live is not None:

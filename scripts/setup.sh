@@ -3,10 +3,13 @@
 #  - system packages: fuse3 + libfuse3-3 (the mount), python3-venv (the venv),
 #    and with --test: dcmtk (dcmdump/storescu in tests), orthanc (a real PACS peer
 #    for the fetch tests), plastimatch (reads plan packages through the mount in
-#    tests), systemd (systemd-analyze),
-#    procps/util-linux (kill, runuser), passwd (useradd for the permission tests);
+#    tests), systemd (systemd-analyze), samba + smbclient + cifs-utils (the SMB
+#    share tests start their own smbd; the packaged services are disabled),
+#    iproute2 (ss, in the SMB tests),
+#    procps/util-linux (kill, runuser), passwd (useradd for the permission tests),
+#    curl and openssl (a WebDAV client and self-signed certificates in tests);
 #  - a virtual environment in .venv with dicomfs installed in editable mode
-#    (with --test: pytest, hypothesis, ruff, mypy);
+#    (with --test: pytest, hypothesis, ruff, mypy, webdav4);
 #  - with --test, .venv-dicompyler: dicompyler-core 0.5.6 with pydicom 2.4, since
 #    its last release does not import under pydicom 3 (the tests run it there
 #    against files read through the mount).
@@ -17,7 +20,8 @@ with_test=0
 [ "${1:-}" = "--test" ] && with_test=1
 
 packages=(fuse3 libfuse3-3 python3-venv ca-certificates)
-[ $with_test = 1 ] && packages+=(dcmtk orthanc plastimatch systemd procps util-linux passwd)
+[ $with_test = 1 ] && packages+=(dcmtk orthanc plastimatch systemd procps util-linux passwd
+                                  samba smbclient cifs-utils iproute2 curl openssl)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -35,6 +39,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   if printf '%s\n' "${missing[@]}" | grep -qx orthanc; then
     systemctl disable --now orthanc >/dev/null 2>&1 || true
     pkill -x Orthanc >/dev/null 2>&1 || true
+  fi
+  # Tests start their own smbd on a free loopback port; the packaged Samba
+  # services must neither run nor start at boot (disable and stop apart:
+  # without systemd as init, --now would fail before disabling).
+  if printf '%s\n' "${missing[@]}" | grep -qx samba; then
+    for unit in smbd nmbd samba-ad-dc; do
+      systemctl disable "$unit" >/dev/null 2>&1 || true
+      systemctl stop "$unit" >/dev/null 2>&1 || true
+    done
+    for pidfile in /run/samba/smbd.pid /run/samba/nmbd.pid /run/samba/samba.pid; do
+      if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" >/dev/null 2>&1 || true; fi
+    done
   fi
 fi
 

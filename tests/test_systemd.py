@@ -170,3 +170,63 @@ def test_every_service_directive_is_explained(unit: Path) -> None:
                 f"{unit.name}:{number}: {stripped} has no comment above it"
             )
         previous = stripped
+
+
+# -- the smbd drop-in: the SMB share only while the mount is live ---------------------------------
+
+DROP_IN = SYSTEMD / "smbd.service.d" / "dicomfs.conf"
+DEBIAN_SMBD = Path("/lib/systemd/system/smbd.service")
+# Where Debian's samba package is not installed, a unit of the same kind stands in.
+SMBD_STAND_IN = """[Unit]
+Description=stand-in for Debian's smbd.service
+[Service]
+Type=notify
+ExecStart=/bin/true
+"""
+
+
+def smbd_with_drop_in(dest: Path, *, with_dicomfs: bool = True, extra: str = "") -> Path:
+    """smbd.service, the shipped drop-in (plus ``extra`` lines) and dicomfs.service in ``dest``."""
+    unit = dest / "smbd.service"
+    if DEBIAN_SMBD.exists():
+        shutil.copy(DEBIAN_SMBD, unit)
+    else:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{DEBIAN_SMBD} is missing (Debian package samba)")
+        unit.write_text(SMBD_STAND_IN)
+    (dest / "smbd.service.d").mkdir()
+    (dest / "smbd.service.d" / DROP_IN.name).write_text(DROP_IN.read_text() + extra)
+    if with_dicomfs:
+        installed_copy(SYSTEMD / "dicomfs.service", dest)
+    return unit
+
+
+def test_smbd_drop_in_verifies(tmp_path: Path) -> None:
+    done = run(systemd_analyze(), "verify", "--man=no", str(smbd_with_drop_in(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    assert DROP_IN.name not in done.stderr and "dicomfs" not in done.stderr, done.stderr
+
+
+def test_verify_reads_the_drop_in_and_its_dependency(tmp_path: Path) -> None:
+    """The check above means something: verify loads the drop-in and follows BindsTo=."""
+    (tmp_path / "a").mkdir()
+    bad = smbd_with_drop_in(tmp_path / "a", extra="NoSuchDirective=1\n")
+    done = run(systemd_analyze(), "verify", "--man=no", str(bad))
+    assert f"{DROP_IN.name}" in done.stderr and "NoSuchDirective" in done.stderr, done.stderr
+    (tmp_path / "b").mkdir()
+    alone = smbd_with_drop_in(tmp_path / "b", with_dicomfs=False)
+    done = run(systemd_analyze(), "verify", "--man=no", str(alone))
+    assert done.returncode != 0 and "dicomfs.service not found" in done.stderr, done.stderr
+
+
+def test_smbd_drop_in_binds_smbd_to_the_live_mount() -> None:
+    found = directives(DROP_IN, "Unit")
+    assert found == [("BindsTo", "dicomfs.service"), ("After", "dicomfs.service")]
+    assert not directives(DROP_IN, "Service") and not directives(DROP_IN, "Install")
+    # After= waits for READY=1, which dicomfs sends only once the mount answers.
+    assert dict(directives(SYSTEMD / "dicomfs.service"))["Type"] == "notify"
+    previous = ""
+    for line in DROP_IN.read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            assert previous.startswith("#"), f"{line} has no comment above it"
+        previous = line

@@ -7,6 +7,7 @@
 #    share tests start their own smbd; the packaged services are disabled),
 #    iproute2 (ss, in the SMB tests),
 #    procps/util-linux (kill, runuser), passwd (useradd for the permission tests),
+#    acl (setfacl: the ACL tests),
 #    curl and openssl (a WebDAV client and self-signed certificates in tests);
 #  - a virtual environment in .venv with dicomfs installed in editable mode
 #    (with --test: pytest, hypothesis, ruff, mypy, webdav4);
@@ -21,7 +22,7 @@ with_test=0
 
 packages=(fuse3 libfuse3-3 python3-venv ca-certificates)
 [ $with_test = 1 ] && packages+=(dcmtk orthanc plastimatch systemd procps util-linux passwd
-                                  samba smbclient cifs-utils iproute2 curl openssl)
+                                  samba smbclient cifs-utils iproute2 curl openssl acl)
 
 missing=()
 for p in "${packages[@]}"; do

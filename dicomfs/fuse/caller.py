@@ -31,7 +31,7 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -168,3 +168,26 @@ def _read_groups(pid: int) -> tuple[int, ...]:
             if line.startswith("Groups:"):
                 return tuple(int(g) for g in line.split()[1:][:_MAX_GROUPS])
     raise ProcessLookupError(pid)
+
+
+def listable_by_this_thread() -> Callable[[str], bool]:
+    """``reveal`` for a generated file: may this thread's credentials list the path's folder?
+
+    Called inside ``acting_as(reader)``. Who can list a file's folder can walk
+    every folder above it, so the path tells them nothing they could not see
+    themselves (reliability.md I3). One answer per folder per rendering; the
+    FUSE adapter and the WebDAV share ask the same question.
+    """
+    answers: dict[str, bool] = {}
+
+    def reveal(path: str) -> bool:
+        folder = os.path.dirname(path)
+        if folder not in answers:
+            try:
+                os.close(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+                answers[folder] = True
+            except OSError:
+                answers[folder] = False
+        return answers[folder]
+
+    return reveal

@@ -72,7 +72,7 @@ from dicomfs.fuse.binding import (
     FuseBufvec,
     libc,
 )
-from dicomfs.fuse.caller import Caller, acting_as, groups_of
+from dicomfs.fuse.caller import Caller, acting_as, groups_of, listable_by_this_thread
 from dicomfs.fuse.fsinfo import child_path, inode_of, parent_path, space
 from dicomfs.view.nodes import (
     DirNode,
@@ -157,28 +157,6 @@ def _caller() -> Caller:
         with contextlib.suppress(OSError, ValueError):
             groups = groups_of(pid, uid, gid)
     return Caller(uid, gid, groups)
-
-
-def _listable_by_this_thread() -> Callable[[str], bool]:
-    """``reveal`` for a generated file: may this thread's fs credentials list the folder?
-
-    A reader who can open a file's folder for listing can also walk every
-    folder above it, so the path tells them nothing they could not see
-    (reliability.md I3). Answers are kept per folder for one rendering.
-    """
-    answers: dict[str, bool] = {}
-
-    def reveal(path: str) -> bool:
-        folder = os.path.dirname(path)
-        if folder not in answers:
-            try:
-                os.close(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-                answers[folder] = True
-            except OSError:
-                answers[folder] = False
-        return answers[folder]
-
-    return reveal
 
 
 def _read_only(*_args: object, **_kwargs: object) -> int:
@@ -383,7 +361,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             content = node.content
             if self.as_caller and node.render is not None:
                 with acting_as(_caller()):
-                    content = node.render(_listable_by_this_thread())
+                    content = node.render(listable_by_this_thread())
             handle = _Handle(path, None, content, node.identity)
             fi.direct_io, fi.keep_cache = 1, 0
         else:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, BinaryIO
@@ -32,11 +31,10 @@ from typing import Any, BinaryIO
 from wsgidav import util
 from wsgidav.dav_error import HTTP_RANGE_NOT_SATISFIABLE, DAVError
 
-from dicomfs.fuse.caller import Caller, acting_as
+from dicomfs.fuse.caller import Caller, acting_as, listable_by_this_thread
 from dicomfs.share.propfind import content_type, etag, http_date
 from dicomfs.share.webdav_users import own_account
 from dicomfs.view.nodes import FileNode, SourceChanged
-from dicomfs.view.report import Reveal
 from dicomfs.view.tree import View
 
 log = logging.getLogger(__name__)
@@ -110,28 +108,6 @@ def _answer(
     return [body]
 
 
-def listable_folders() -> Reveal:
-    """``reveal`` for a generated file: may this thread's credentials list the path's folder?
-
-    Who can list a file's folder can walk every folder above it, so the path
-    tells them nothing they could not see themselves (reliability.md I3);
-    the mount's adapter asks the same. One answer per folder per rendering.
-    """
-    answers: dict[str, bool] = {}
-
-    def reveal(path: str) -> bool:
-        folder = os.path.dirname(path)
-        if folder not in answers:
-            try:
-                os.close(os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-                answers[folder] = True
-            except OSError:
-                answers[folder] = False
-        return answers[folder]
-
-    return reveal
-
-
 def _open(view: View, node: FileNode, caller: Caller) -> tuple[BinaryIO, int, str]:
     """(stream, size, ETag) of what ``caller`` gets of ``node``.
 
@@ -142,7 +118,7 @@ def _open(view: View, node: FileNode, caller: Caller) -> tuple[BinaryIO, int, st
         content = node.content
         if node.render is not None and caller != own_account():
             with acting_as(caller):
-                content = node.render(listable_folders())
+                content = node.render(listable_by_this_thread())
         served = node if content is node.content else replace(node, content=content)
         return io.BytesIO(content), len(content), etag(served)
     with acting_as(caller):

@@ -9,3 +9,6 @@ $py bench/index_bench.py --files 3000 --rows 512 --memory-files 100000
 $py bench/mount_bench.py --files 3000 --rows 512 --series 1000 --big-listing 100000
 $py bench/serve_bench.py --singles 50 --burst 2000 --rows 512
 $py bench/peer_orthanc.py
+$py bench/webdav_bench.py
+$py bench/smb_bench.py --rounds 7
+$py bench/big_object_bench.py

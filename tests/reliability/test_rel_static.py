@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "reliability.md"
-CASES = {"A": 12, "B": 4, "C": 7, "D": 5, "E": 6, "F": 5, "G": 9, "H": 4, "I": 3}
+CASES = {"A": 12, "B": 4, "C": 7, "D": 6, "E": 6, "F": 5, "G": 9, "H": 4, "I": 3, "S": 10, "W": 12}
 TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
 
 
@@ -21,7 +21,7 @@ def rows() -> dict[str, str]:
     """case id -> its table row (the line of the table that starts with the id)."""
     found: dict[str, str] = {}
     for line in DOC.read_text().splitlines():
-        match = re.match(r"\|\s*([A-I]\d{1,2})\s*\|", line)
+        match = re.match(r"\|\s*([A-IS-W]\d{1,2})\s*\|", line)
         if match:
             assert match.group(1) not in found, f"{match.group(1)} has two rows"
             found[match.group(1)] = line

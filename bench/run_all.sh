@@ -12,3 +12,4 @@ $py bench/peer_orthanc.py
 $py bench/webdav_bench.py
 $py bench/smb_bench.py --rounds 7
 $py bench/big_object_bench.py
+$py bench/access_bench.py --files 2000 --rounds 5

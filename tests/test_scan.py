@@ -43,11 +43,15 @@ def test_duplicates_are_reported(demo_set, demo_reader: IndexReader) -> None:  #
 
 
 def test_unchanged_rerun_opens_no_file(demo_set, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
     from dicomfs.live import scan
 
+    root = tmp_path / "demo"  # a private copy: the session's demo index must stay true
+    shutil.copytree(demo_set.root, root, symlinks=True)
     index = tmp_path / "i.sqlite"
     writer = IndexWriter(index)
-    first = reconcile(writer, [demo_set.root], workers=1)
+    first = reconcile(writer, [root], workers=1)
     assert first.parsed == first.seen
     opened: list[str] = []
 
@@ -56,20 +60,20 @@ def test_unchanged_rerun_opens_no_file(demo_set, tmp_path: Path, monkeypatch) ->
         return parse_file(path)
 
     monkeypatch.setattr(scan, "parse_file", counting_parse)
-    second = reconcile(writer, [demo_set.root], workers=1)
+    second = reconcile(writer, [root], workers=1)
     assert (second.parsed, second.skipped, second.removed) == (0, first.seen, 0)
     assert opened == []  # the skip key decided; no file was opened
     # Change one file's bytes but keep size, mtime and inode (a rewrite in
     # place with the mtime put back): its ctime moved, so exactly that file
     # is parsed again (reliability.md C7).
     patient = demo_set.patients[0]
-    victim = demo_set.root / patient.files[patient.ct_uids[0]]
+    victim = root / patient.files[patient.ct_uids[0]]
     st = victim.stat()
     with open(victim, "r+b") as handle:
         handle.seek(st.st_size - 4)
         handle.write(b"\xff\xfe\xfd\xfc")
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
-    third = reconcile(writer, [demo_set.root], workers=1)
+    third = reconcile(writer, [root], workers=1)
     assert third.parsed == 1 and opened == [str(victim)]
 
 

@@ -4,7 +4,8 @@
 
 With ``allow_other`` the FUSE daemon opens each source with the reader's
 fsuid, fsgid and groups (``dicomfs/fuse/caller.py``): it reads the reader's
-groups from /proc (at most once a second per process) and switches the thread's credentials around the open.
+groups from /proc (at most once a second per process) and switches the
+thread's credentials around the open.
 Measured, as open+close of every file of a series, median per open:
 
 - an unprivileged reader opening the source files directly (the baseline);

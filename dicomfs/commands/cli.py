@@ -1,6 +1,6 @@
 """The ``dicomfs`` command line: build the parser from the command modules, run one, report.
 
-Each command module (``local``, ``query``, ``export``, ``net``) adds its
+Each command module (``local``, ``query``, ``export``, ``net``, ``webdav``) adds its
 subcommands with ``register(sub)``; every handler asks the core one question
 and prints the answer. A library exception becomes one clear message and the
 documented exit code of ``dicomfs.errors`` (README "Commands").

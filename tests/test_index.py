@@ -195,3 +195,39 @@ def test_non_utf8_paths_round_trip(tmp_path: Path, writer: IndexWriter) -> None:
     served = writer.instance("1.4.1")
     assert served is not None and os.fsencode(served.file.path) == raw
     assert os.fsdecode(raw) in writer.file_keys()
+
+
+def test_status_counts_objects_capped_while_parsing(writer: IndexWriter, tmp_path: Path) -> None:
+    """D6: a capped object is indexed and counted; `dicomfs status` and status.json say so."""
+    import json
+    import subprocess
+    import sys
+
+    from dicomfs.dicom.records import EDGES_CAPPED
+    from dicomfs.view.listing import cat_bytes
+    from dicomfs.view.tree import View
+
+    capped = Instance(
+        sop_class_uid=CT, sop_instance_uid="1.9.1", series_uid="1.9", modality="CT",
+        flags=["vr_mismatch", f"{EDGES_CAPPED}:more than 20000 references"],
+    )  # fmt: skip
+    other = Instance(
+        sop_class_uid=CT, sop_instance_uid="1.9.2", series_uid="1.9", modality="CT",
+        flags=["edges_cappedness"],  # only the exact flag counts
+    )  # fmt: skip
+    writer.apply(
+        [
+            FileResult(make_file(tmp_path, "a.dcm", b"a"), capped),
+            FileResult(make_file(tmp_path, "b.dcm", b"b"), other),
+        ]
+    )
+    assert writer.status().capped_objects == 1
+    view = View(lambda: IndexReader(writer.path), dir_uid=0, dir_gid=0, mount_time_ns=0)
+    assert json.loads(cat_bytes(view, "/.dicomfs/status.json"))["capped_objects"] == 1
+    done = subprocess.run(
+        [sys.executable, "-m", "dicomfs", "status", "--index", str(writer.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "capped        1 objects hit a size bound" in done.stdout

@@ -184,6 +184,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{status.rejected_files} rejected)",
             f"duplicates    {status.conflicts} conflicting, {status.benign_duplicates} identical",
         ]
+        if status.capped_objects:
+            lines.append(
+                f"capped        {status.capped_objects} objects hit a size bound while parsing: "
+                "indexed with their first references only (flag edges_capped)"
+            )
         if status.last_scan:
             import datetime as dt
 

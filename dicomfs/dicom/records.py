@@ -155,6 +155,10 @@ class Rejection:
 ParseResult = Instance | Rejection
 
 
+# Flag of an object that hit a per-object bound while parsing, as
+# "edges_capped:<reason>" (reliability.md D6; dicom/references/limits.py).
+EDGES_CAPPED = "edges_capped"
+
 # FileStat.change_key: size, mtime_ns, inode, permission bits, uid, gid, ctime_ns.
 ChangeKey = tuple[int, int, int, int, int, int, int]
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dicomfs.dicom.records import ChangeKey
+from dicomfs.dicom.records import EDGES_CAPPED, ChangeKey
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
 from dicomfs.index.rows import (
     EDGE_COLUMNS,
@@ -412,7 +412,9 @@ class IndexReader:
                 "UNION ALL SELECT 'conflicts', count(*) FROM conflicts WHERE kind = 'conflict' "
                 "UNION ALL SELECT 'benign', count(*) FROM conflicts WHERE kind = 'benign' "
                 "UNION ALL SELECT 'plans', count(*) FROM instances WHERE serving = 1 "
-                f"AND sop_class IN ({','.join(repr(c) for c in PLAN_CLASSES)})"
+                f"AND sop_class IN ({','.join(repr(c) for c in PLAN_CLASSES)}) "
+                "UNION ALL SELECT 'capped', count(*) FROM instances WHERE serving = 1 "
+                f"AND instr(flags, '\"{EDGES_CAPPED}:') > 0"
             )
         )
         last_scan = self.meta("last_scan")
@@ -427,6 +429,7 @@ class IndexReader:
             schema_version=SCHEMA_VERSION,
             last_scan=float(last_scan) if last_scan else None,
             index_path=str(self.path),
+            capped_objects=counts["capped"],
         )
 
     def quick_check(self) -> str:

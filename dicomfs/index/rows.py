@@ -123,6 +123,9 @@ class IndexStatus:
     schema_version: int
     last_scan: float | None
     index_path: str
+    # Objects that hit a per-object bound while parsing (reliability.md D6):
+    # indexed with their first references only, flagged edges_capped.
+    capped_objects: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +139,7 @@ class IndexStatus:
             "schema_version": self.schema_version,
             "last_scan": self.last_scan,
             "index_path": self.index_path,
+            "capped_objects": self.capped_objects,
         }
 
 

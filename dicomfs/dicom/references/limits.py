@@ -15,6 +15,8 @@ well below them (``tests/reliability/test_rel_big_object.py``).
 
 from __future__ import annotations
 
+from dicomfs.dicom.records import EDGES_CAPPED
+
 # Distinct edges one object may contribute. A structure set names each image
 # of its series once (a few hundred, rarely a few thousand); a SEG or a
 # registration names its source images; 20,000 matches graph.MAX_MEMBERS.
@@ -32,7 +34,7 @@ SCAN_STEPS_PER_ITEM = 8
 # and pydicom's test files need at most 18 bytes.
 MAX_PYDICOM_BYTES = 1024 * 1024
 
-CAPPED_FLAG = "edges_capped"
+CAPPED_FLAG = EDGES_CAPPED  # the flag name lives with the records: the index counts it
 _REASON_MAX = 200
 
 

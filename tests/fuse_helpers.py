@@ -442,3 +442,27 @@ def remove_test_accounts(only: set[str] | None = None) -> list[str]:
     _MADE_USERS[:] = [u for u in _MADE_USERS if u not in users]
     _MADE_GROUPS[:] = [g for g in _MADE_GROUPS if g not in groups]
     return removed
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, *, inodes: int | None = None) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (and ``inodes``) mounted at ``path``: figures we know.
+
+    We run as root; in CI a tmpfs that cannot be mounted fails the test.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size},mode=0755" + (f",nr_inodes={inodes}" if inodes else "")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        if os.path.ismount(path):
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)

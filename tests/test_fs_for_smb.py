@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from fuse_helpers import Mount, public_dir, require_fuse
+from fuse_helpers import Mount, public_dir, require_fuse, tmpfs
 
 from dicomfs.dicom.records import is_safe_uid
 from dicomfs.fuse.fsinfo import ROOT_INO, child_path, inode_of, parent_path, space
@@ -213,25 +213,6 @@ def test_symlink_mode_keeps_the_same_numbers(demo_copy: tuple[Path, Path]) -> No
 # -- free space -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of ``size`` at ``path``: a filesystem whose figures we know."""
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},nr_inodes=5000,mode=0755", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs: {done.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def _bytes(figures: os.statvfs_result) -> tuple[int, int, int]:
     return (
         figures.f_blocks * figures.f_frsize,
@@ -241,7 +222,10 @@ def _bytes(figures: os.statvfs_result) -> tuple[int, int, int]:
 
 
 def test_space_adds_up_filesystems_once_each(tmp_path: Path) -> None:
-    with tmpfs(tmp_path / "a", "8m") as a, tmpfs(tmp_path / "b", "4m") as b:
+    with (
+        tmpfs(tmp_path / "a", "8m", inodes=5000) as a,
+        tmpfs(tmp_path / "b", "4m", inodes=5000) as b,
+    ):
         (a / "sub").mkdir()
         answer = space([str(a), str(a / "sub"), str(b), str(tmp_path / "absent")])
         total = answer["f_blocks"] * answer["f_frsize"]

@@ -25,6 +25,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
+from conftest import index_folders
 from fuse_helpers import ensure_group, ensure_user, mounted, public_dir, wait_for
 from webdav4.client import Client
 from webdav_helpers import (
@@ -39,8 +40,7 @@ from webdav_helpers import (
     write_ct_copies,
 )
 
-from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.live.scan import reconcile
+from dicomfs.index import IndexReader
 from dicomfs.share.webdav_users import check_password, hash_password
 from dicomfs.view.nodes import DirNode, FileNode
 from dicomfs.view.tree import View
@@ -59,11 +59,7 @@ def view_of(index: Path) -> View:
 
 
 def index_tree(root: Path, index: Path) -> Path:
-    writer = IndexWriter(index)
-    try:
-        reconcile(writer, [root], workers=1)
-    finally:
-        writer.close()
+    index_folders(index, [root], 1)
     return index
 
 
@@ -653,9 +649,7 @@ def test_a_rebuilding_index_answers_503_never_an_empty_listing(tmp_path: Path) -
         for path in ("/by-sop/", f"/by-sop/{uid}.dcm"):
             assert propfind(f"{share.url}{path}", "1").status == 503, path
         assert curl(f"{share.url}/by-sop/{uid}.dcm").status == 503
-        writer = IndexWriter(index)  # the rebuild's reconcile completes ...
-        reconcile(writer, [tmp_path / "src"], workers=1)
-        writer.close()
+        index_folders(index, [tmp_path / "src"], 1)  # the rebuild's reconcile completes ...
         wait_for(
             lambda: curl(f"{share.url}/by-sop/{uid}.dcm").status == 200, 10, "the rebuilt index"
         )

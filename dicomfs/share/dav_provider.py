@@ -56,13 +56,10 @@ def internal_error(what: str, exc: BaseException) -> DAVError:
     return DAVError(HTTP_INTERNAL_ERROR, "internal error (see the server's log)")
 
 
-class FolderResource(DAVCollection):  # type: ignore[misc]
-    """A folder of the view; its members come from one ``listdir`` (no lookup per member)."""
+class _NodeProperties:
+    """What folders and files describe alike: a name and a time from their view node."""
 
-    def __init__(self, path: str, environ: dict[str, Any], node: DirNode, view: View) -> None:
-        super().__init__(path, environ)
-        self.node = node
-        self.view = view
+    node: Node
 
     def get_display_name(self) -> str:
         return self.node.name
@@ -72,6 +69,17 @@ class FolderResource(DAVCollection):  # type: ignore[misc]
 
     def get_creation_date(self) -> None:
         return None
+
+
+class FolderResource(_NodeProperties, DAVCollection):  # type: ignore[misc]
+    """A folder of the view; its members come from one ``listdir`` (no lookup per member)."""
+
+    node: DirNode
+
+    def __init__(self, path: str, environ: dict[str, Any], node: DirNode, view: View) -> None:
+        super().__init__(path, environ)
+        self.node = node
+        self.view = view
 
     def get_member_names(self) -> list[str]:
         return [name for name, _ in self.view.listdir(self.path)]
@@ -88,8 +96,10 @@ class FolderResource(DAVCollection):  # type: ignore[misc]
         ]
 
 
-class FileResource(DAVNonCollection):  # type: ignore[misc]
+class FileResource(_NodeProperties, DAVNonCollection):  # type: ignore[misc]
     """A file of the view, as wsgidav describes it; its bytes are served by ``files.py``."""
+
+    node: FileNode
 
     def __init__(self, path: str, environ: dict[str, Any], node: FileNode, view: View) -> None:
         super().__init__(path, environ)
@@ -101,15 +111,6 @@ class FileResource(DAVNonCollection):  # type: ignore[misc]
 
     def get_content_type(self) -> str:
         return content_type(self.node.name)
-
-    def get_display_name(self) -> str:
-        return self.node.name
-
-    def get_last_modified(self) -> float:
-        return self.node.mtime_ns / 1e9
-
-    def get_creation_date(self) -> None:
-        return None
 
     def get_etag(self) -> str:
         return etag(self.node)

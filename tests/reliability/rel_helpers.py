@@ -13,37 +13,17 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fuse_helpers import REPO
+from fuse_helpers import tmpfs as tmpfs
 from serve_helpers import ServeProcess as ServeProcess
 from serve_helpers import serving as serving
 from serve_helpers import unmount_if_needed as unmount_if_needed
 
 DEADLINE = 30.0
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of ``size`` mounted at ``path`` (we run as root)."""
-    path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs: {done.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        if os.path.ismount(path):
-            subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def fill(folder: Path) -> Path:

@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import index_folders
 from fuse_helpers import Mount, ensure_group, ensure_user, public_dir, require_fuse
 from rel_helpers import dicomfs_as, write_ct_copies
-
-from dicomfs.index import IndexWriter
-from dicomfs.live.scan import reconcile
 
 pytestmark = pytest.mark.fuse
 
@@ -60,9 +58,7 @@ def tree() -> Iterator[Tree]:
     # "other" class otherwise): the kernel refuses INSIDER, nobody else.
     subprocess.run(["setfacl", "-m", f"u:{INSIDER}:---", str(acl[1])], check=True)
     index = base / "index.sqlite"
-    writer = IndexWriter(index)
-    reconcile(writer, [src], workers=1)
-    writer.close()
+    index_folders(index, [src], 1)
     yield Tree(
         base,
         index,
@@ -80,9 +76,7 @@ def reindex(tree: Tree) -> None:
     Such a change moves the file's inode change time, so the mount refuses
     the file until it is indexed again (serve does that by itself).
     """
-    writer = IndexWriter(tree.index)
-    reconcile(writer, [tree.base / "src"], workers=1)
-    writer.close()
+    index_folders(tree.index, [tree.base / "src"], 1)
 
 
 def cat(user: str, path: Path) -> subprocess.CompletedProcess[bytes]:
@@ -270,9 +264,7 @@ def test_source_paths_in_generated_files_are_shown_only_to_who_may_list_them(tre
     for folder in [export, *(p for p in export.rglob("*") if p.is_dir())]:
         os.chmod(folder, 0o750)
     index = tree.base / "index-phi.sqlite"
-    writer = IndexWriter(index)
-    reconcile(writer, [tree.base / "src"], workers=1)
-    writer.close()
+    index_folders(index, [tree.base / "src"], 1)
     mnt = tree.base / "mnt-phi"
     mnt.mkdir(exist_ok=True)
     m = Mount(mnt, index, allow_other=True, group=GROUP).start()

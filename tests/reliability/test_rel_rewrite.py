@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import index_folders
 from fuse_helpers import mounted, require_fuse
 from rel_helpers import write_ct_copies
 
@@ -37,21 +38,13 @@ def rewrite_in_place(path: Path, data: bytes) -> None:
     assert same == (before.st_size, before.st_mtime_ns, before.st_ino, before.st_mode)
 
 
-def index(src: Path, path: Path) -> None:
-    writer = IndexWriter(path)
-    try:
-        reconcile(writer, [src], workers=1)
-    finally:
-        writer.close()
-
-
 @pytest.fixture
 def rewritten(tmp_path: Path) -> tuple[Path, Path, str, str]:
     """(source file, index, UID A it was indexed as, UID B it now holds)."""
     made = write_ct_copies(tmp_path / "src", 1) | write_ct_copies(tmp_path / "other", 1, start=1)
     (uid_a, path_a), (uid_b, path_b) = made.items()
     idx = tmp_path / "index.sqlite"
-    index(tmp_path / "src", idx)
+    index_folders(idx, [tmp_path / "src"], 1)
     rewrite_in_place(path_a, path_b.read_bytes())
     return path_a, idx, uid_a, uid_b
 
@@ -68,7 +61,7 @@ def test_the_view_refuses_the_old_identity_before_any_rescan(rewritten) -> None:
 def test_a_full_rescan_reparses_it_and_serves_the_new_identity(rewritten) -> None:  # type: ignore[no-untyped-def]
     path, idx, uid_a, uid_b = rewritten
     for _ in range(2):  # once, then again as after a restart: same answer
-        index(path.parent, idx)
+        index_folders(idx, [path.parent], 1)
         reader = IndexReader(idx)
         try:
             assert reader.instance(uid_a) is None
@@ -93,7 +86,7 @@ def test_the_mount_never_serves_the_new_bytes_under_the_old_uid(rewritten, tmp_p
 def test_an_index_of_schema_1_is_upgraded_and_every_file_reparsed_once(tmp_path: Path) -> None:
     write_ct_copies(tmp_path / "src", 3)
     idx = tmp_path / "index.sqlite"
-    index(tmp_path / "src", idx)
+    index_folders(idx, [tmp_path / "src"], 1)
     # Make it what dicomfs 0.1.0 wrote: no ctime column, schema version 1.
     conn = sqlite3.connect(idx)
     conn.execute("ALTER TABLE files DROP COLUMN ctime_ns")

@@ -125,7 +125,14 @@ class ServeProcess:
         return data
 
     def wait_idle_indexed(self, count: int, timeout: float = DEADLINE) -> None:
-        """Until status.json says ``count`` instances and an empty queue."""
+        """Until status.json says ``count`` instances, an empty queue and the start scan over.
+
+        The instances are visible as soon as the start scan's last batch
+        commits, before its closing WAL checkpoint; a test that damages the
+        index file in that moment has its damage written over by the
+        checkpoint (every page of a new index is still in the WAL), so it must
+        wait for the scan to be counted as done.
+        """
 
         def done() -> bool:
             try:
@@ -134,7 +141,10 @@ class ServeProcess:
                 if exc.errno != errno.EIO:
                     raise
                 return False
-            return status["instances"] == count and status["ingest"]["queued"] == 0
+            ingest = status["ingest"]
+            return (
+                status["instances"] == count and ingest["queued"] == 0 and ingest["reconciles"] >= 1
+            )
 
         try:
             wait_for(done, timeout, f"{count} instances indexed")

@@ -29,11 +29,11 @@ import errno
 import io
 import logging
 import os
-import re
 import stat
 import warnings
 from typing import BinaryIO
 
+from dicomfs.dicom.details import bounded, integer, read_details
 from dicomfs.dicom.reading import (
     DEFLATED_TRANSFER_SYNTAX,
     ENCODINGS,
@@ -95,8 +95,6 @@ _RT_IMAGE_LABEL = 0x30020002
 _CONTENT_LABEL = 0x00700080
 _ROWS, _COLUMNS = 0x00280010, 0x00280011
 _PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-_IS_MAX = 2**31 - 1  # IS values are 32-bit signed (PS3.5 6.2)
 
 
 # -- public API --------------------------------------------------------------
@@ -256,12 +254,13 @@ def _instance(root: Node, meta: Node, transfer_syntax: str, flags: list[str]) ->
         frame_of_reference_uid=uids["FrameOfReferenceUID"],
         patient_id=root.text(_PATIENT_ID),
         modality=root.text(_MODALITY),
-        label=root.text(_label_tag(sop_class)),
+        label=bounded(root.text(_label_tag(sop_class))),
         dose_summation_type=root.text(_DOSE_SUMMATION_TYPE),
-        series_description=root.text(_SERIES_DESCRIPTION),
-        instance_number=_integer(root.text(_INSTANCE_NUMBER)),
+        series_description=bounded(root.text(_SERIES_DESCRIPTION)),
+        instance_number=integer(root.text(_INSTANCE_NUMBER)),
         plan_intent=root.text(_PLAN_INTENT),
         transfer_syntax=transfer_syntax,
+        details=read_details(root),
         flags=list(dict.fromkeys(flags)),
         edges=edges,
     )
@@ -275,14 +274,6 @@ def _label_tag(sop_class: str) -> int:
     if sop_class == RT_IMAGE:
         return _RT_IMAGE_LABEL
     return _CONTENT_LABEL  # SEG, REG, PS ...; never the series description
-
-
-def _integer(text: str) -> int | None:
-    first = text.split("\\", 1)[0].strip()
-    if not _INTEGER.fullmatch(first):
-        return None
-    value = int(first)
-    return value if -_IS_MAX - 1 <= value <= _IS_MAX else None
 
 
 # -- helpers -----------------------------------------------------------------

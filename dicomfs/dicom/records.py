@@ -94,6 +94,39 @@ class Edge:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Details:
+    """What people search and name things by (issue 10): read from the file, never trusted.
+
+    Kept apart from the identity so the graph and the mount's UID trees never
+    pay for it. Every value is as written (decoded with the file's character
+    set, padding stripped), cut to ``DETAIL_MAX`` characters: a 10 kB label
+    is hostile input, not a name. Dates are kept only when they are a valid
+    DICOM DA (``YYYYMMDD``), times only as their digits; ``patient_name`` is
+    the first (alphabetic) component group of the PN value, ``^`` kept.
+    """
+
+    patient_name: str = ""
+    birth_date: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    study_description: str = ""
+    accession: str = ""
+    series_number: int | None = None
+    series_date: str = ""
+    manufacturer: str = ""
+    model: str = ""
+    plan_name: str = ""
+    plan_date: str = ""
+    plan_time: str = ""
+    approval_status: str = ""
+    review_date: str = ""
+
+
+# The longest value a Details field keeps (characters).
+DETAIL_MAX = 256
+
+
 @dataclass(slots=True)
 class Instance:
     """Identity and references of one parsed DICOM instance.
@@ -117,6 +150,7 @@ class Instance:
     instance_number: int | None = None
     plan_intent: str = ""
     transfer_syntax: str = ""
+    details: Details = field(default_factory=Details)
     flags: list[str] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
 

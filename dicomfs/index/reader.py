@@ -44,7 +44,7 @@ from dicomfs.index.rows import (
     file_row,
     instance_row,
 )
-from dicomfs.index.schema import SCHEMA_VERSION, check_schema
+from dicomfs.index.schema import DETAILS_PENDING, SCHEMA_VERSION, check_schema
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,22 @@ class IndexReader:
 
     def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self._conn.execute(sql, params).fetchall()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows of a read-only query, for the index's own query modules (``people``, ``search``).
+
+        Not for callers above the index: they get rows through named functions.
+        """
+        return self._all(sql, params)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for sqlite-utils' full-text search helpers (``search``)."""
+        return self._conn
+
+    def details_pending(self) -> bool:
+        """True from an upgrade to schema 3 until a scan has read every file's details again."""
+        return bool(self.meta(DETAILS_PENDING))
 
     # -- instances -------------------------------------------------------
 

@@ -27,6 +27,18 @@ Tables (schema version in ``meta``):
   promoted duplicate brings its own edges).
 - ``conflicts``: each later copy of a served UID, ``benign`` when the bytes
   are identical, ``conflict`` when they differ.
+- ``details``: what people search and name things by (``records.Details``),
+  one row per instance row, apart so that the graph and the UID trees never
+  read it. ``details_fts`` is its full-text index (FTS5, made and kept in
+  step by sqlite-utils' ``enable_fts`` triggers) over names, labels and
+  descriptions, for ``dicomfs find``.
+
+Upgrades: 1 -> 2 adds the inode change time; 2 -> 3 adds ``details``. The
+details of an indexed file can only be had by reading it again, so the
+upgrade clears every stored change key (the next scan re-parses each file
+once, with its progress bar) and sets ``details_pending`` until that scan
+completes: the human tree answers "rebuilding" meanwhile instead of
+showing placeholders where names will be.
 """
 
 from __future__ import annotations
@@ -34,10 +46,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import sqlite_utils
+
 from dicomfs import __version__
 from dicomfs.errors import IndexCorruptError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+DETAILS_PENDING = "details_pending"
+# The columns of ``details`` that ``details_fts`` indexes.
+SEARCH_COLUMNS = ("patient_name", "study_description", "series_description", "label", "plan_name")
 
 # from version -> the statements that bring an index to version + 1.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -45,6 +62,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Existing rows get 0, which no file has, so the next scan re-parses
     # every file once and records its real ctime.
     1: ("ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0",),
+    # 3: the details people name and search things by (issue 10). The
+    # table and index come from DDL (IF NOT EXISTS); every file is read again.
+    2: (
+        "UPDATE files SET ctime_ns = 0",
+        f"INSERT OR REPLACE INTO meta(key, value) VALUES ('{DETAILS_PENDING}', '1')",
+    ),
 }
 
 DDL = """
@@ -116,7 +139,53 @@ CREATE TABLE IF NOT EXISTS conflicts (
     seen_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conflicts_other ON conflicts(other_file_id);
+CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id) WHERE serving = 1;
+CREATE TABLE IF NOT EXISTS details (
+    file_id INTEGER PRIMARY KEY REFERENCES instances(file_id) ON DELETE CASCADE,
+    patient_name TEXT NOT NULL,
+    birth_date TEXT NOT NULL,
+    study_date TEXT NOT NULL,
+    study_time TEXT NOT NULL,
+    study_description TEXT NOT NULL,
+    accession TEXT NOT NULL,
+    series_number INTEGER,
+    series_date TEXT NOT NULL,
+    series_description TEXT NOT NULL,
+    label TEXT NOT NULL,
+    manufacturer TEXT NOT NULL,
+    model TEXT NOT NULL,
+    plan_name TEXT NOT NULL,
+    plan_date TEXT NOT NULL,
+    plan_time TEXT NOT NULL,
+    approval_status TEXT NOT NULL,
+    review_date TEXT NOT NULL
+);
 """
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    for statement in DDL.strip().split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def ensure_search(conn: sqlite3.Connection) -> None:
+    """Give ``details`` its full-text index, once; a no-op when it is already there.
+
+    sqlite-utils' ``enable_fts`` runs scripts, which commit, so it cannot be
+    part of the schema transaction: the writer calls this right after. If
+    the process dies in between, the next writer makes the index and fills
+    it from the rows already stored.
+    """
+    db = sqlite_utils.Database(conn)
+    if db["details_fts"].exists():
+        return
+    db.table("details").enable_fts(
+        list(SEARCH_COLUMNS),
+        fts_version="FTS5",
+        create_triggers=True,
+        tokenize="unicode61 remove_diacritics 2",
+    )
 
 
 def check_schema(conn: sqlite3.Connection, path: Path) -> None:
@@ -162,6 +231,8 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
                 conn.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),)
                 )
+            if version == SCHEMA_VERSION:
+                _create_tables(conn)  # what the upgrades added
             if version != SCHEMA_VERSION:
                 raise IndexCorruptError(
                     f"index has schema version {row[0] if row else 'none'}, "
@@ -170,9 +241,7 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         elif tables - {"sqlite_sequence"}:
             raise IndexCorruptError("file exists and is not a dicomfs index")
         else:
-            for statement in DDL.strip().split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            _create_tables(conn)
             conn.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)",
                 [("schema_version", str(SCHEMA_VERSION)), ("dicomfs_version", __version__)],

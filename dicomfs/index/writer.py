@@ -25,7 +25,7 @@ from dicomfs.dicom.records import FileResult, FileStat, Instance
 from dicomfs.errors import IndexCorruptError
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.rows import ApplyStats, decode_path
-from dicomfs.index.schema import create_or_check_schema
+from dicomfs.index.schema import create_or_check_schema, ensure_search
 
 # SQLite's auto-checkpoint cannot restart the WAL while readers keep reading
 # (a busy mount): past this size a batch ends with a checkpoint that waits for
@@ -64,6 +64,7 @@ class IndexWriter(IndexReader):
             conn.execute("PRAGMA foreign_keys = ON")
             self.db = sqlite_utils.Database(conn)
             create_or_check_schema(conn)
+            ensure_search(conn)
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(f"cannot open index {path} for writing: {exc}") from exc
         super().__init__(path, _conn=conn)
@@ -239,6 +240,33 @@ class IndexWriter(IndexReader):
                 inst.transfer_syntax,
                 int(inst.uid_is_safe),
                 json.dumps(inst.flags),
+            ),
+        )
+        d = inst.details
+        conn.execute(
+            "INSERT INTO details(file_id, patient_name, birth_date, study_date, study_time, "
+            "study_description, accession, series_number, series_date, series_description, "
+            "label, manufacturer, model, plan_name, plan_date, plan_time, approval_status, "
+            "review_date) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                file_id,
+                d.patient_name,
+                d.birth_date,
+                d.study_date,
+                d.study_time,
+                d.study_description,
+                d.accession,
+                d.series_number,
+                d.series_date,
+                inst.series_description,
+                inst.label,
+                d.manufacturer,
+                d.model,
+                d.plan_name,
+                d.plan_date,
+                d.plan_time,
+                d.approval_status,
+                d.review_date,
             ),
         )
         if inst.edges:

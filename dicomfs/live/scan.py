@@ -37,6 +37,7 @@ from dicomfs.dicom.records import FileResult, FileStat, Rejection, RejectKind
 from dicomfs.errors import SourceError
 from dicomfs.index import ApplyStats, IndexWriter
 from dicomfs.index.reader import REBUILDING
+from dicomfs.index.schema import DETAILS_PENDING
 from dicomfs.live.workers import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -344,6 +345,8 @@ def reconcile(
         report.add(writer.apply(batch, pending_removals, digest=file_digest))
     report.parsed = done
     writer.set_meta("last_scan", repr(time.time()))
+    if writer.meta(DETAILS_PENDING):
+        writer.set_meta(DETAILS_PENDING, "")  # every file read since the upgrade
     if writer.rebuilding_since() is not None:
         writer.set_meta(REBUILDING, "")  # complete: readers answer from it again
         log.info("the index %s is rebuilt: the mount answers from it again", writer.path)

@@ -239,7 +239,7 @@ def test_objects(view: View, corpus: Corpus) -> None:
 
 
 def test_status_and_rejected(view: View, corpus: Corpus) -> None:
-    assert names(view, ".dicomfs") == ["rejected.txt", "status.json"]
+    assert names(view, ".dicomfs") == ["plans.tsv", "rejected.txt", "status.json"]
     status = json.loads(cat_bytes(view, ".dicomfs/status.json"))
     assert status["instances"] == len(corpus.files)
     assert status["rejected_files"] == len(corpus.rejected)

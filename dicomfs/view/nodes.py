@@ -53,6 +53,10 @@ class DirNode:
     gid: int
     mode: int
     mtime_ns: int
+    # A folder of the patients/ tree names patient data: the source path of
+    # one file it stands for, which a reader must be able to read to see the
+    # folder on a shared mount (``fuse.fs``; README "Names in paths").
+    witness: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

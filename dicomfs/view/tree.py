@@ -35,7 +35,6 @@ import json
 import logging
 import re
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -58,6 +57,9 @@ from dicomfs.view.nodes import (
     SourceChanged,
     open_source,
 )
+from dicomfs.view.patients import PatientsTree
+from dicomfs.view.plan_table import PlanLine, format_tsv, plan_lines, renderer
+from dicomfs.view.readers import ThreadReaders
 from dicomfs.view.report import (
     PLAN_FOLDERS,
     Reveal,
@@ -69,14 +71,28 @@ from dicomfs.view.report import (
 log = logging.getLogger(__name__)
 
 GENERATED_MODE = 0o440
-# How often a thread's reader checks that the index file is still the one it
-# opened (deleted, replaced or rebuilt: reopen, never answer from the old file).
-READER_CHECK_INTERVAL = 1.0
 _MAX_PATH = 4096
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
-_TOP = ("by-sop", "by-series", "by-study", "plans", "objects", ".dicomfs")
+_TOP = ("by-sop", "by-series", "by-study", "plans", "objects", "patients", ".dicomfs")
+# What the names setting may be (README "Names in paths"): "uid" shows UIDs
+# only; "id" adds patients/ named by PatientID, labels and descriptions;
+# "name" adds the PatientName to the patient folders.
+NAMES = ("uid", "id", "name")
+
+
+def default_names(shared: bool) -> str:
+    """The ``names`` setting when none is given: "id" for a private mount, "uid" for a shared one.
+
+    A private mount (no ``allow_other``) is read only by the user who runs
+    it, who can read the sources anyway; a shared one shows no patient data
+    in names unless the administrator asks for it (README "Names in paths").
+    """
+    return "uid" if shared else "id"
+
+
 _OBJECT_FOLDERS = ("references", "referenced-by")
+_PLAN_ENTRIES = ("plan.dcm", *PLAN_FOLDERS, "missing.txt", "manifest.json")
 
 
 # -- names -----------------------------------------------------------------
@@ -88,12 +104,24 @@ def _uid_of(name: str) -> str | None:
 
 
 def _split(path: str) -> list[str]:
-    """Path components, each a safe name; anything else is NotFound before any query."""
+    """Path components, each a safe name; anything else is NotFound before any query.
+
+    Under ``patients/`` names are made from values people read (``human``):
+    there a component only has to be a name at all (no NUL, not ``.`` or
+    ``..``, at most 255 bytes), as it is only ever looked up among the names
+    the tree made, never put into a query.
+    """
     if not isinstance(path, str) or len(path) > _MAX_PATH:
         raise NotFound("no such file or folder")
     parts = [p for p in path.split("/") if p]
+    human = bool(parts) and parts[0] == "patients"
     for part in parts:
-        if part in (".", "..") or _NAME.fullmatch(part) is None:
+        if part in (".", ".."):
+            raise NotFound("no such file or folder")
+        if human:
+            if "\x00" in part or len(part.encode("utf-8", "surrogatepass")) > 255:
+                raise NotFound("no such file or folder")
+        elif _NAME.fullmatch(part) is None:
             raise NotFound("no such file or folder")
     return parts
 
@@ -112,10 +140,7 @@ class _PackageView:
 class View:
     """Resolves mount paths to nodes from the index.
 
-    ``reader_factory`` is called once per OS thread: FUSE worker threads are
-    foreign to Python, so ``threading.local`` would be reset on every
-    callback; readers are kept per ``threading.get_ident()`` instead, and an
-    sqlite3 connection is never used by two threads at once (reliability.md E2).
+    ``reader_factory`` is called once per OS thread (``readers.ThreadReaders``).
     """
 
     def __init__(
@@ -130,18 +155,19 @@ class View:
         cache_size: int = 256,
         extra_status: Callable[[], Mapping[str, Any]] | None = None,
         on_source_changed: Callable[[str], None] | None = None,
+        names: str = "uid",
     ) -> None:
-        self._factory = reader_factory
-        self._readers: dict[int, IndexReader] = {}
-        self._checked: dict[int, float] = {}
-        self._rebuilding: dict[int, bool] = {}  # per thread: is its reader's index being rebuilt
-        self._origin: tuple[int, int] | None = None  # (dev, inode) of the first index file read
-        self._lock = threading.Lock()
+        if names not in NAMES:
+            raise ValueError(f"names must be one of {', '.join(NAMES)}, not {names!r}")
+        self._readers = ThreadReaders(reader_factory)
         self.dir_uid, self.dir_gid, self.dir_mode = dir_uid, dir_gid, dir_mode & 0o7777
         self.mount_time_ns = mount_time_ns
         self._cache = TTLCache(cache_ttl, cache_size)
         self._extra_status = extra_status
         self._on_source_changed = on_source_changed
+        self.names = names
+        self._patients = None if names == "uid" else PatientsTree(self, with_names=names == "name")
+        self._top = tuple(t for t in _TOP if t != "patients" or self._patients is not None)
 
     @property
     def reader(self) -> IndexReader:
@@ -152,64 +178,10 @@ class View:
         return reader
 
     def _thread_reader(self) -> tuple[IndexReader, bool]:
-        """This thread's reader, reopened when the index file changed, and its rebuild state.
-
-        Whether the index is complete is read when the reader opens, and on
-        every call while it is not (a meta lookup; the mount has nothing else
-        to do then), so every thread answers again as soon as the rebuild
-        commits. A rebuild mark, once cleared, never comes back in the same
-        file (``index.reader.REBUILDING``), so a reader never answers from a
-        half-built index.
-        """
-        ident = threading.get_ident()
-        reader = self._readers.get(ident)
-        now = time.monotonic()
-        if reader is not None and now - self._checked.get(ident, now) >= READER_CHECK_INTERVAL:
-            self._checked[ident] = now
-            if not reader.is_current():  # reliability.md E6
-                log.warning("the index file %s changed: reopening it", reader.path)
-                with self._lock:
-                    self._readers.pop(ident, None)
-                reader.close()
-                reader = None
-        if reader is None:
-            reader = self._factory()
-            try:
-                self._rebuilding[ident] = self._incomplete(reader)
-            except BaseException:
-                reader.close()
-                raise
-            with self._lock:
-                self._readers[ident] = reader
-            self._checked[ident] = now
-        elif self._rebuilding.get(ident):
-            self._rebuilding[ident] = self._incomplete(reader)
-        return reader, self._rebuilding[ident]
-
-    def _incomplete(self, reader: IndexReader) -> bool:
-        """The index is being rebuilt, or an empty one replaced the index this view began with.
-
-        A first index fills while its first scan runs, and the mount shows it
-        filling (README). An empty index found at the path later, one no scan
-        ever completed into (a new index moved there by hand, ``dicomfs
-        index`` started over), would list nothing where files were listed a
-        moment before; ``serve`` rebuilds such a replacement anyway.
-        """
-        if reader.rebuilding_since() is not None:
-            return True
-        with self._lock:
-            if self._origin is None:
-                self._origin = reader.identity
-            origin = self._origin
-        if reader.identity == origin:
-            return False
-        return reader.meta("last_scan") is None and reader.is_empty()
+        return self._readers.get()
 
     def close(self) -> None:
-        with self._lock:
-            readers, self._readers = list(self._readers.values()), {}
-        for reader in readers:
-            reader.close()
+        self._readers.close()
 
     # -- public API ---------------------------------------------------------
 
@@ -260,6 +232,25 @@ class View:
     def _dir(self, name: str) -> DirNode:
         return DirNode(name, self.dir_uid, self.dir_gid, self.dir_mode, self.mount_time_ns)
 
+    # -- what PatientsTree uses (patients.Host) -------------------------------
+
+    @property
+    def cache(self) -> TTLCache:
+        return self._cache
+
+    def make_dir(self, name: str, witness: str | None = None) -> DirNode:
+        return DirNode(name, self.dir_uid, self.dir_gid, self.dir_mode, self.mount_time_ns, witness)
+
+    def make_file(self, name: str, inst: InstanceRow | ListingRow) -> FileNode:
+        return self._file(name, inst)
+
+    def plan_node(self, plan: InstanceRow, rest: list[str]) -> Node:
+        return self._graph_node(plan, rest, "plan.dcm", PLAN_FOLDERS, manifest=True)
+
+    def plan_listing(self, plan: InstanceRow, rest: list[str]) -> list[tuple[str, Node]]:
+        """The plan folder (``rest`` empty) or one of its folders, as under ``plans/<uid>/``."""
+        return self._list(["plans", plan.sop_uid, *rest])
+
     def _generated(
         self, name: str, content: bytes, render: Callable[[Reveal], bytes] | None = None
     ) -> FileNode:
@@ -283,10 +274,12 @@ class View:
         if not parts:
             return self._dir("")
         top, rest = parts[0], parts[1:]
-        if top not in _TOP:
+        if top not in self._top:
             raise NotFound(top)
         if not rest:
             return self._dir(top)
+        if top == "patients" and self._patients is not None:
+            return self._patients.resolve(rest)
         handler = {
             "by-sop": self._by_sop,
             "by-series": self._by_series,
@@ -381,9 +374,18 @@ class View:
                 return self._file(rest[1], member)
         raise NotFound("/".join(rest))
 
+    def plan_paths(self) -> dict[str, str]:
+        """{plan UID: the plan's folder}: under patients/ when the tree has it, else plans/<uid>."""
+        if self._patients is not None:
+            return self._patients.plan_paths()
+        return {p.sop_uid: f"plans/{p.sop_uid}" for p in self.reader.plans() if named(p)}
+
     def _meta(self, rest: list[str]) -> Node:
         if rest == ["status.json"]:
             return self._generated("status.json", self._cache.get(("status",), self._status))
+        if rest == ["plans.tsv"]:
+            lines = self._cache.get(("plans.tsv",), self._plan_lines)
+            return self._generated("plans.tsv", format_tsv(lines), renderer(lines))
         if rest == ["rejected.txt"]:
             rows, text = self._cache.get(("rejected",), self._rejected)
             return self._generated("rejected.txt", text, functools.partial(format_rejected, rows))
@@ -393,10 +395,12 @@ class View:
 
     def _list(self, parts: list[str]) -> list[tuple[str, Node]]:
         if not parts:
-            return [(name, self._dir(name)) for name in _TOP]
+            return [(name, self._dir(name)) for name in self._top]
         top, rest = parts[0], parts[1:]
         if top == ".dicomfs":
             return self._meta_listing()
+        if top == "patients" and self._patients is not None:
+            return self._patients.listing(rest)
         reader = self.reader
         if top == "by-sop":
             return list(self._sop_listing())
@@ -423,9 +427,9 @@ class View:
         return self._instance_listing(insts)
 
     def _meta_listing(self) -> list[tuple[str, Node]]:
-        """rejected.txt and status.json; while the index is rebuilt, status.json alone."""
+        """plans.tsv, rejected.txt and status.json; while the index is rebuilt, status.json only."""
         entries: list[tuple[str, Node]] = []
-        for name in ("rejected.txt", "status.json"):
+        for name in ("plans.tsv", "rejected.txt", "status.json"):
             try:
                 entries.append((name, self._resolve([".dicomfs", name])))
             except Rebuilding:
@@ -449,7 +453,7 @@ class View:
         return self._cache.get(("by-sop",), build)
 
     def _graph_listing(self, top: str, uid: str) -> list[tuple[str, Node]]:
-        names = ["plan.dcm", *PLAN_FOLDERS, "missing.txt", "manifest.json"]
+        names = list(_PLAN_ENTRIES)
         if top == "objects":
             names = ["self.dcm", *_OBJECT_FOLDERS, "missing.txt"]
         return [(name, self._resolve([top, uid, name])) for name in names]
@@ -487,6 +491,9 @@ class View:
         if self._extra_status is not None:
             doc.update(self._extra_status())
         return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+    def _plan_lines(self) -> list[PlanLine]:
+        return plan_lines(self.reader, self.plan_paths())
 
     def _rejected(self) -> tuple[list[RejectedRow], bytes]:
         rows = self.reader.rejected()

@@ -1,0 +1,95 @@
+"""One index reader per OS thread, reopened when the index file is replaced or rebuilt.
+
+FUSE worker threads are foreign to Python, so ``threading.local`` would be
+reset on every callback; readers are kept per ``threading.get_ident()``
+instead, and an sqlite3 connection is never used by two threads at once
+(reliability.md E2). Each reader also knows whether its index is complete:
+a view must never answer from an index being rebuilt (E6).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from dicomfs.index import IndexReader
+
+log = logging.getLogger(__name__)
+
+# How often a thread's reader checks that the index file is still the one it
+# opened (deleted, replaced or rebuilt: reopen, never answer from the old file).
+READER_CHECK_INTERVAL = 1.0
+
+
+class ThreadReaders:
+    """The readers of one view, one per thread."""
+
+    def __init__(self, factory: Callable[[], IndexReader]) -> None:
+        self._factory = factory
+        self._readers: dict[int, IndexReader] = {}
+        self._checked: dict[int, float] = {}
+        self._rebuilding: dict[int, bool] = {}  # per thread: is its reader's index being rebuilt
+        self._origin: tuple[int, int] | None = None  # (dev, inode) of the first index file read
+        self._lock = threading.Lock()
+
+    def get(self) -> tuple[IndexReader, bool]:
+        """This thread's reader, reopened when the index file changed, and its rebuild state.
+
+        Whether the index is complete is read when the reader opens, and on
+        every call while it is not (a meta lookup; the mount has nothing else
+        to do then), so every thread answers again as soon as the rebuild
+        commits. A rebuild mark, once cleared, never comes back in the same
+        file (``index.reader.REBUILDING``), so a reader never answers from a
+        half-built index.
+        """
+        ident = threading.get_ident()
+        reader = self._readers.get(ident)
+        now = time.monotonic()
+        if reader is not None and now - self._checked.get(ident, now) >= READER_CHECK_INTERVAL:
+            self._checked[ident] = now
+            if not reader.is_current():  # reliability.md E6
+                log.warning("the index file %s changed: reopening it", reader.path)
+                with self._lock:
+                    self._readers.pop(ident, None)
+                reader.close()
+                reader = None
+        if reader is None:
+            reader = self._factory()
+            try:
+                self._rebuilding[ident] = self._incomplete(reader)
+            except BaseException:
+                reader.close()
+                raise
+            with self._lock:
+                self._readers[ident] = reader
+            self._checked[ident] = now
+        elif self._rebuilding.get(ident):
+            self._rebuilding[ident] = self._incomplete(reader)
+        return reader, self._rebuilding[ident]
+
+    def _incomplete(self, reader: IndexReader) -> bool:
+        """The index is being rebuilt, or an empty one replaced the index this view began with.
+
+        A first index fills while its first scan runs, and the mount shows it
+        filling (README). An empty index found at the path later, one no scan
+        ever completed into (a new index moved there by hand, ``dicomfs
+        index`` started over), would list nothing where files were listed a
+        moment before; ``serve`` rebuilds such a replacement anyway.
+        """
+        if reader.rebuilding_since() is not None:
+            return True
+        with self._lock:
+            if self._origin is None:
+                self._origin = reader.identity
+            origin = self._origin
+        if reader.identity == origin:
+            return False
+        return reader.meta("last_scan") is None and reader.is_empty()
+
+    def close(self) -> None:
+        with self._lock:
+            readers, self._readers = list(self._readers.values()), {}
+        for reader in readers:
+            reader.close()

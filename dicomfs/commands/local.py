@@ -12,6 +12,7 @@ from typing import Any
 from dicomfs.commands.common import SubParsers, add_index_option, command, index_path
 from dicomfs.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE
 from dicomfs.index import IndexReader, IndexWriter
+from dicomfs.view.tree import NAMES
 
 
 def register(sub: SubParsers) -> None:
@@ -55,6 +56,11 @@ def register(sub: SubParsers) -> None:
         help="a source folder of the index: the mount reports the free space of its "
         "filesystem (repeatable; default: the filesystem holding the index)",
     )
+    p.add_argument(
+        "--names",
+        choices=NAMES,
+        help="what paths may show: uid, id or name (default id; uid with --allow-other)",
+    )
 
     p = command(
         sub,
@@ -97,6 +103,13 @@ def register(sub: SubParsers) -> None:
         default=None,
         help="show source files as symbolic links to their paths (native read speed)",
     )
+    p.add_argument(
+        "--names",
+        choices=NAMES,
+        help="what paths may show: uid (UIDs only), id (adds patients/ by PatientID, plan "
+        "labels, descriptions) or name (adds PatientName); default id for a private mount, "
+        "uid with --allow-other and for WebDAV",
+    )
     p.add_argument("--scp-port", type=int, metavar="PORT", help="also receive C-STORE on PORT")
     p.add_argument("--ae-title", metavar="TITLE", help="our AE title (default DICOMFS)")
     p.add_argument("--scp-bind", metavar="ADDR", help="receiver address (default 127.0.0.1)")
@@ -119,10 +132,22 @@ def register(sub: SubParsers) -> None:
     p.add_argument("path", metavar="PATH", nargs="?", default="/")
     p.add_argument("-l", "--long", action="store_true")
     add_index_option(p)
+    _add_names_option(p)
 
     p = command(sub, "cat", cmd_cat, "print a file of the mount layout without mounting")
     p.add_argument("path", metavar="PATH")
     add_index_option(p)
+    _add_names_option(p)
+
+
+def _add_names_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--names",
+        choices=NAMES,
+        default="id",
+        help="what paths may show, as the mount's names setting (default id: patients/ by "
+        "PatientID; uid: no patients/; name: PatientName too)",
+    )
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -179,6 +204,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         group=args.group,
         symlinks=args.symlinks,
         sources=[Path(d) for d in args.source],
+        names=args.names,
     )
 
 
@@ -210,6 +236,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "webdav_tls_cert": args.webdav_tls_cert,
             "webdav_tls_key": args.webdav_tls_key,
             "symlinks": args.symlinks,
+            "names": args.names,
         }
     )
     if not args.verbose:
@@ -229,6 +256,7 @@ def _view(args: argparse.Namespace) -> Any:
         dir_uid=os.getuid(),
         dir_gid=os.getgid(),
         mount_time_ns=time.time_ns(),
+        names=args.names,
     )
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from dicomfs.errors import MountError
 from dicomfs.fuse.caller import can_switch
 from dicomfs.index import IndexReader, default_index_path
-from dicomfs.view.tree import View
+from dicomfs.view.tree import NAMES, View, default_names
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,7 @@ def run_mount(
     on_source_changed: Callable[[str], None] | None = None,
     symlinks: bool = False,
     sources: Sequence[Path | str] = (),
+    names: str | None = None,
 ) -> int:
     """Mount ``index_path`` read-only at ``mountpoint``; return 0 after a clean stop.
 
@@ -213,6 +214,8 @@ def run_mount(
     ``sources`` are the source folders: ``statfs`` of the mount reports the
     space of their filesystems (an SMB share shows it as the drive size);
     without them, that of the filesystem holding the index.
+    ``names`` is what paths may show (``view.tree.NAMES``); None takes
+    ``default_names``: "id" for a private mount, "uid" with ``allow_other``.
     """
     mountpoint = Path(os.path.abspath(mountpoint))
     # Readers are opened later, from FUSE threads, after libfuse may have
@@ -228,10 +231,20 @@ def run_mount(
             "each reader's own rights (ACLs, closed folders): run as root, or grant them "
             "(systemd: AmbientCapabilities=CAP_SETUID CAP_SETGID), or mount without allow_other"
         )
+    names = names or default_names(shared=allow_other)
+    if allow_other and names != "uid" and not can_switch():
+        # patients/ folders are shown only to readers of their files (fs.py).
+        raise MountError(
+            f"names = {names!r} on a mount other users can open needs CAP_SETUID and "
+            "CAP_SETGID, to show each reader only the patients whose files they may read: "
+            "run as root or grant them, or keep names = 'uid'"
+        )
     IndexReader(index_path).close()  # fail now with the index's own message
     space_paths = tuple(os.path.abspath(s) for s in sources) or (str(index_path.parent),)
     if not foreground:
-        return _spawn_background(mountpoint, index_path, allow_other, group, symlinks, sources)
+        return _spawn_background(
+            mountpoint, index_path, allow_other, group, symlinks, sources, names
+        )
     view = View(
         lambda: IndexReader(index_path),
         dir_uid=os.geteuid(),
@@ -239,9 +252,13 @@ def run_mount(
         mount_time_ns=time.time_ns(),
         extra_status=extra_status,
         on_source_changed=on_source_changed,
+        names=names,
     )
     runner = _Runner(mountpoint, view, allow_other, symlinks, space_paths)
-    log.info("mounting %s at %s (allow_other=%s, gid=%d)", index_path, mountpoint, allow_other, gid)
+    log.info(
+        "mounting %s at %s (allow_other=%s, gid=%d, names=%s)",
+        index_path, mountpoint, allow_other, gid, names,
+    )  # fmt: skip
     previous = _install_signal_handlers(runner)
     try:
         runner.thread.start()
@@ -327,12 +344,14 @@ def _spawn_background(
     group: str | None,
     symlinks: bool,
     sources: Sequence[Path | str] = (),
+    names: str = "uid",
 ) -> int:
     """Start ``python -m dicomfs.fuse.mount`` detached and return once the mount is live."""
     args = [sys.executable, "-m", "dicomfs.fuse.mount", str(mountpoint), "--index", str(index_path)]
     args += ["--allow-other"] if allow_other else []
     args += ["--symlinks"] if symlinks else []
     args += ["--group", group] if group else []
+    args += ["--names", names]
     for source in sources:
         args += ["--source", os.path.abspath(source)]
     child = subprocess.Popen(
@@ -357,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-other", action="store_true")
     parser.add_argument("--symlinks", action="store_true")
     parser.add_argument("--group", default=None)
+    parser.add_argument("--names", choices=NAMES, default=None)
     parser.add_argument("--source", action="append", default=[], help="for free-space figures")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -372,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
             group=args.group,
             symlinks=args.symlinks,
             sources=args.source,
+            names=args.names,
         )
     except MountError as exc:
         print(f"dicomfs: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any
 from dicomfs.errors import ConfigError
 from dicomfs.index import default_index_path
 from dicomfs.share.defaults import DEFAULT_BIND
+from dicomfs.view.tree import NAMES
 
 DEFAULT_CONFIG = Path("/etc/dicomfs/dicomfs.toml")
 ENV_PREFIX = "DICOMFS_"
@@ -50,6 +51,8 @@ class Settings:
     allow_other: bool = False
     group: str | None = None
     symlinks: bool = False
+    # What paths may show (view.tree.NAMES); None: view.tree.default_names.
+    names: str | None = None
     log_level: str = "INFO"
     scp_port: int | None = None
     ae_title: str = "DICOMFS"
@@ -176,6 +179,7 @@ _SCALARS: dict[str, Callable[[object], Any]] = {
     "watch": _as_choice(WATCH_MODES),
     "allow_other": _as_bool,
     "symlinks": _as_bool,
+    "names": _as_choice(NAMES),
     "group": _as_text,
     "log_level": _as_choice(LOG_LEVELS, upper=True),
     "scp_port": _as_number(int, 1),

@@ -223,7 +223,7 @@ def _start_webdav(
 ) -> tuple[WebDavServer, View]:
     """The share over its own view of the index, beside the mount or instead of it."""
     from dicomfs.share.webdav import WebDavServer
-    from dicomfs.view.tree import View
+    from dicomfs.view.tree import View, default_names
 
     index = Path(os.path.abspath(settings.index))
     view = View(
@@ -233,6 +233,8 @@ def _start_webdav(
         mount_time_ns=time.time_ns(),
         extra_status=lambda: {"ingest": live.ingest.status()},
         on_source_changed=live.ingest.recheck,
+        # Over the network: patient data in names only when the administrator asks.
+        names=settings.names or default_names(shared=True),
     )
     try:
         return WebDavServer(view, options, access).start(), view
@@ -318,6 +320,7 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
             group=settings.group,
             on_ready=on_ready,
             symlinks=settings.symlinks,
+            names=settings.names,
             sources=settings.sources,  # statfs: the sources' space (SMB drive size)
             # status.json shows the queue and alarms; a source that no longer
             # matches the index (seen by the mount at open) is looked at again.

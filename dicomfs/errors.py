@@ -37,6 +37,10 @@ class ConfigError(DicomfsError):
     """A setting from flags, environment or the config file is invalid."""
 
 
+class ExternalToolError(DicomfsError):
+    """An optional program dicomfs runs (Graphviz's ``dot``) is not installed or failed."""
+
+
 # Exit codes of every command (README "Commands"). They live here, beside the
 # errors they answer, so each command module maps an error without importing
 # the CLI.

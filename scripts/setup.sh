@@ -8,7 +8,9 @@
 #    iproute2 (ss, in the SMB tests),
 #    procps/util-linux (kill, runuser), passwd (useradd for the permission tests),
 #    acl (setfacl: the ACL tests),
-#    curl and openssl (a WebDAV client and self-signed certificates in tests);
+#    curl and openssl (a WebDAV client and self-signed certificates in tests),
+#    graphviz (dot: the tests draw `dicomfs graph` as SVG and PNG; optional at
+#    run time, where only --format svg/png needs it);
 #  - a virtual environment in .venv with dicomfs installed in editable mode
 #    (with --test: pytest, hypothesis, ruff, mypy, webdav4);
 #  - with --test, .venv-dicompyler: dicompyler-core 0.5.6 with pydicom 2.4, since
@@ -22,7 +24,7 @@ with_test=0
 
 packages=(fuse3 libfuse3-3 python3-venv ca-certificates)
 [ $with_test = 1 ] && packages+=(dcmtk orthanc plastimatch systemd procps util-linux passwd
-                                  samba smbclient cifs-utils iproute2 curl openssl acl)
+                                  samba smbclient cifs-utils iproute2 curl openssl acl graphviz)
 
 missing=()
 for p in "${packages[@]}"; do

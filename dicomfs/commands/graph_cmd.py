@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from dicomfs.commands.common import SubParsers, add_index_option, command
-from dicomfs.commands.query import _plan_package
+from dicomfs.commands.query import plan_package
 from dicomfs.errors import EXIT_OK, ConfigError, ExternalToolError
 from dicomfs.view.dot import clean, package_dot
 
@@ -86,7 +86,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     fmt = output_format(args.format, args.output)
     if not args.output and fmt == "png" and sys.stdout.isatty():
         raise ConfigError("PNG is binary: give -o FILE.png, or redirect standard output")
-    picture = render(package_dot(_plan_package(args)), fmt)
+    picture = render(package_dot(plan_package(args)), fmt)
     if not args.output:
         sys.stdout.buffer.write(picture)
         sys.stdout.buffer.flush()

@@ -119,7 +119,7 @@ def cmd_referenced_by(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plan_package(args: argparse.Namespace) -> graph.Package:
+def plan_package(args: argparse.Namespace) -> graph.Package:
     reader = open_reader(args)
     root = graph.resolve(reader, args.plan_uid)
     if not root.is_plan and not getattr(args, "any", False):
@@ -131,7 +131,7 @@ def _plan_package(args: argparse.Namespace) -> graph.Package:
 
 
 def cmd_package(args: argparse.Namespace) -> int:
-    pkg = _plan_package(args)
+    pkg = plan_package(args)
     data = manifest(pkg)
 
     def text() -> str:
@@ -150,7 +150,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 
 def cmd_missing(args: argparse.Namespace) -> int:
-    pkg = _plan_package(args)
+    pkg = plan_package(args)
     emit(
         args,
         [missing_dict(m) for m in pkg.missing],

@@ -19,6 +19,11 @@ thread only (setfsuid(2), setgroups(2) NOTES, nptl(7)). Switching needs
 CAP_SETUID and CAP_SETGID; a daemon without them cannot check as the reader,
 which ``can_switch`` tells, and then must not let other users in
 (``allow_other``).
+
+The same switch answers what a reader may *see*: a folder of ``patients/``
+is named after patient data, and is shown only to a reader who may open the
+file it stands for (``readable_by``, ``shown_to``; issue 10). The FUSE
+adapter and the WebDAV share both ask here, so the rule is one rule.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ import os
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+
+from dicomfs.view.nodes import DirNode, Node
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +198,59 @@ def listable_by_this_thread() -> Callable[[str], bool]:
         return answers[folder]
 
     return reveal
+
+
+# Read-only, and nothing an open could trip over: a symlink swapped in for the
+# file is refused (O_NOFOLLOW), a FIFO does not block (O_NONBLOCK).
+_PROBE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def readable_by_this_thread(path: str) -> bool:
+    """May this thread's credentials open ``path`` for reading? Asked of the kernel.
+
+    Called inside ``acting_as(reader)``: the open is refused exactly as the
+    reader's own would be, ACLs and closed folders included. ``os.access`` is
+    not used: it checks the real ids, and glibc may emulate its AT_EACCESS
+    mode from the effective ids, never from this thread's fsuid and groups.
+    """
+    try:
+        fd = os.open(path, _PROBE_FLAGS)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def readable_by(caller: Caller, paths: Iterable[str]) -> dict[str, bool]:
+    """{path: may ``caller`` read it} for every path, all checked under one switch.
+
+    The one answer to "may this reader see a folder of patients/" (a folder
+    shows patient data, so it is shown only to who may read the file it
+    stands for: ``DirNode.witness``); the FUSE adapter and the WebDAV share
+    both ask it. One open per distinct path; nothing is remembered, as the
+    answer belongs to one reader at one moment.
+    """
+    wanted = dict.fromkeys(paths)
+    if not wanted:
+        return {}
+    with acting_as(caller):
+        return {path: readable_by_this_thread(path) for path in wanted}
+
+
+def shown_to(
+    caller: Callable[[], Caller], entries: Sequence[tuple[str, Node]]
+) -> list[tuple[str, Node]]:
+    """``entries`` without the folders whose witness the reader may not read.
+
+    ``caller`` is asked only when some entry has a witness: elsewhere in the
+    tree a listing costs nothing more.
+    """
+    witnesses = [n.witness for _, n in entries if isinstance(n, DirNode) and n.witness is not None]
+    if not witnesses:
+        return list(entries)
+    readable = readable_by(caller(), witnesses)
+    return [
+        (name, node)
+        for name, node in entries
+        if not isinstance(node, DirNode) or node.witness is None or readable[node.witness]
+    ]

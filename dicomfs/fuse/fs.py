@@ -34,6 +34,14 @@ Decisions, each with its reason:
   old bytes. With ``allow_other`` that open is made with the reader's own
   filesystem credentials (``caller.py``), so ACLs and closed folders refuse
   through the mount exactly as they refuse directly (F1, F2).
+- A folder of ``patients/`` names patient data: with ``allow_other`` it
+  exists for a reader only if they may read the file it stands for
+  (``DirNode.witness``, checked by ``caller.shown_to``): ``getattr`` and
+  ``opendir`` answer ENOENT, as for a path that does not exist, and
+  ``readdir`` leaves it out, one open per such entry under one switch of
+  credentials. Nothing is cached per reader; the kernel's dentry cache is
+  shared by all readers, so a folder another reader looked up less than
+  ENTRY_TIMEOUT ago may still be reached by name (README "Names in paths").
 - ``use_ino`` with numbers from the path (``fsinfo``: stable across remounts,
   SMB file IDs); ``statfs`` gives the sources' filesystems (a real SMB drive
   size). No getxattr/listxattr: unimplemented, the kernel stops asking.
@@ -72,7 +80,7 @@ from dicomfs.fuse.binding import (
     FuseBufvec,
     libc,
 )
-from dicomfs.fuse.caller import Caller, acting_as, groups_of, listable_by_this_thread
+from dicomfs.fuse.caller import Caller, acting_as, groups_of, listable_by_this_thread, shown_to
 from dicomfs.fuse.fsinfo import child_path, inode_of, parent_path, space
 from dicomfs.view.nodes import (
     DirNode,
@@ -295,13 +303,23 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
     # -- metadata -----------------------------------------------------------
 
+    def _shown(self, node: Node) -> Node:
+        """``node``, or ENOENT when it is a folder of patient data this reader may not see."""
+        if not self._shown_entries([(node.name, node)]):
+            raise mfusepy.FuseOSError(errno.ENOENT)
+        return node
+
+    def _shown_entries(self, listing: list[tuple[str, Node]]) -> list[tuple[str, Node]]:
+        """``listing`` without the folders of patient data this reader may not see."""
+        return shown_to(_caller, listing) if self.as_caller else listing
+
     @_guard
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
-        return attributes(self.view.lookup(path), self.symlinks, inode_of(path))
+        return attributes(self._shown(self.view.lookup(path)), self.symlinks, inode_of(path))
 
     @_guard
     def opendir(self, path: str) -> int:
-        if isinstance(self.view.lookup(path), FileNode):
+        if isinstance(self._shown(self.view.lookup(path)), FileNode):
             raise mfusepy.FuseOSError(errno.ENOTDIR)
         hid = next(self._ids)
         with self._lock:
@@ -323,7 +341,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             entries = [(b".", here), (b"..", up)]
             entries.extend(
                 (name.encode(), _c_stat(node, self.symlinks, inode_of(child_path(path, name))))
-                for name, node in self.view.listdir(path)
+                for name, node in self._shown_entries(self.view.listdir(path))
             )
             with self._lock:
                 if fh in self._dirs:

@@ -17,7 +17,12 @@ Two requests are not left to wsgidav's generic code:
   source file (only generated files have content here).
 
 Names, sizes and times are exactly the view's, so the share lists what the
-mount lists.
+mount lists. As on a shared mount, a folder of ``patients/`` (named after
+patient data) exists only for a reader who may read the file it stands for
+(``fuse.caller.shown_to``, asked as the request's Unix user): a lookup of
+one, or of anything below it, is 404 like a missing path, and listings leave
+it out. Requests are always served as some Unix user (``gate.py``), so the
+rule always applies; for the daemon's own user the switch is a no-op.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from wsgidav.dav_error import (
 )
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
+from dicomfs.fuse.caller import Caller, shown_to
 from dicomfs.share import propfind
 from dicomfs.share.propfind import content_type, etag
 from dicomfs.view.nodes import DirNode, FileNode, Node, NotADirectory, NotFound, Rebuilding
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CALLER = "dicomfs.caller"  # environ key: the Caller a request is served as
 _RESOURCES = "dicomfs.resources"  # environ key: resources made for this request
+_WITNESSED_TOP = "patients"  # the only tree whose folders have witnesses (view.patients)
 
 StartResponse = Callable[..., Any]
 Handler = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -54,6 +61,40 @@ def internal_error(what: str, exc: BaseException) -> DAVError:
     """500 with nothing of the exception in the answer: it may name source folders."""
     log.error("%s failed: %s", what, exc, exc_info=not isinstance(exc, OSError))
     return DAVError(HTTP_INTERNAL_ERROR, "internal error (see the server's log)")
+
+
+def _caller(environ: dict[str, Any]) -> Callable[[], Caller]:
+    """Who ``environ``'s request is served as (``gate.py`` always says)."""
+
+    def who() -> Caller:
+        caller = environ.get(CALLER)
+        if not isinstance(caller, Caller):
+            raise PermissionError("a request without a reader")  # never: gate.py sets it
+        return caller
+
+    return who
+
+
+def readable_entries(
+    listing: list[tuple[str, Node]], environ: dict[str, Any]
+) -> list[tuple[str, Node]]:
+    """``listing`` without the folders the request's reader may not see (one switch)."""
+    return shown_to(_caller(environ), listing)
+
+
+def visible(view: View, path: str, node: Node, environ: dict[str, Any]) -> bool:
+    """May the request's reader see ``node`` at ``path``: it and every folder above it?
+
+    The mount gets this from the kernel, which looks each folder of a path
+    up in turn; here the whole path comes at once, so the folders above are
+    checked too (cached lookups, one open per witness, one switch).
+    """
+    parts = [p for p in path.split("/") if p]
+    if len(parts) < 2 or parts[0] != _WITNESSED_TOP:
+        return True
+    above = [(name, view.lookup("/".join(parts[:end]))) for end, name in enumerate(parts[1:-1], 2)]
+    chain = [*above, (parts[-1], node)]
+    return len(readable_entries(chain, environ)) == len(chain)
 
 
 class _NodeProperties:
@@ -82,7 +123,7 @@ class FolderResource(_NodeProperties, DAVCollection):  # type: ignore[misc]
         self.view = view
 
     def get_member_names(self) -> list[str]:
-        return [name for name, _ in self.view.listdir(self.path)]
+        return [name for name, _ in self._listing()]
 
     def get_member(self, name: str) -> Resource | None:
         provider: ViewProvider = self.provider
@@ -92,8 +133,11 @@ class FolderResource(_NodeProperties, DAVCollection):  # type: ignore[misc]
         base = self.path.rstrip("/")
         return [
             make_resource(f"{base}/{name}", self.environ, node, self.view)
-            for name, node in self.view.listdir(self.path)
+            for name, node in self._listing()
         ]
+
+    def _listing(self) -> list[tuple[str, Node]]:
+        return readable_entries(self.view.listdir(self.path), self.environ)
 
 
 class FileResource(_NodeProperties, DAVNonCollection):  # type: ignore[misc]
@@ -162,8 +206,20 @@ class ViewProvider(DAVProvider):  # type: ignore[misc]
             raise internal_error(f"looking up {path}", exc) from None
         else:
             resource = make_resource(path, environ, node, self.view)
+            if not self._visible(path, node, environ):
+                resource = None  # exactly as a path that does not exist
         made[path] = resource
         return resource
+
+    def _visible(self, path: str, node: Node, environ: dict[str, Any]) -> bool:
+        try:
+            return visible(self.view, path, node, environ)
+        except (NotFound, NotADirectory):
+            return False  # a folder above went away meanwhile
+        except Rebuilding:
+            raise _rebuilding() from None
+        except Exception as exc:
+            raise internal_error(f"checking who may see {path}", exc) from None
 
     def custom_request_handler(
         self, environ: dict[str, Any], start_response: StartResponse, default_handler: Handler
@@ -184,7 +240,7 @@ class ViewProvider(DAVProvider):  # type: ignore[misc]
         entries: list[tuple[str, Node]] = [(link, resource.node)]
         if depth == "1" and is_folder:
             try:
-                listing = self.view.listdir(resource.path)
+                listing = readable_entries(self.view.listdir(resource.path), environ)
             except Rebuilding:
                 raise _rebuilding() from None
             except Exception as exc:

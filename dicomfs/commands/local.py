@@ -12,7 +12,7 @@ from typing import Any
 from dicomfs.commands.common import SubParsers, add_index_option, command, index_path
 from dicomfs.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.view.tree import NAMES
+from dicomfs.view.paths import NAMES
 
 
 def register(sub: SubParsers) -> None:

@@ -21,8 +21,9 @@ from dicomfs.commands.common import (
 )
 from dicomfs.errors import EXIT_OK, ConfigError
 from dicomfs.index import IndexReader
+from dicomfs.view.paths import NAMES
 from dicomfs.view.plan_table import COLUMNS, PlanLine, plan_lines, sort_lines
-from dicomfs.view.tree import NAMES, View
+from dicomfs.view.tree import View
 
 # What the terminal table shows, in order (the JSON has every column).
 _SHOWN = ("patient_id", "label", "date", "approval", "intent", "members", "missing", "state")

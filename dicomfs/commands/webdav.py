@@ -11,6 +11,7 @@ from pathlib import Path
 from dicomfs.commands.common import SubParsers, add_index_option, command, index_path
 from dicomfs.errors import EXIT_OK
 from dicomfs.index import IndexReader
+from dicomfs.view.paths import NAMES
 
 
 def register(sub: SubParsers) -> None:
@@ -40,6 +41,13 @@ def register(sub: SubParsers) -> None:
         metavar="FILE",
         help="httpuser:unixuser:hash lines (dicomfs webdav-passwd); HTTP Basic, each user "
         "reads as their Unix user",
+    )
+    p.add_argument(
+        "--names",
+        choices=NAMES,
+        default="uid",
+        help="what paths may show (README 'Names in paths'); default uid: a share is for "
+        "other users; with id or name each user sees only the patients they may read",
     )
     p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate")
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
@@ -73,6 +81,7 @@ def cmd_webdav(args: argparse.Namespace) -> int:
         dir_uid=os.geteuid(),
         dir_gid=os.getegid(),
         mount_time_ns=time.time_ns(),
+        names=args.names,
     )
 
     def ready(server: WebDavServer) -> None:

@@ -39,7 +39,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from dicomfs.view.nodes import DirNode, Node
+from dicomfs.view.nodes import DirNode, FileNode, Node
+from dicomfs.view.report import Reveal
 
 log = logging.getLogger(__name__)
 
@@ -254,3 +255,13 @@ def shown_to(
         for name, node in entries
         if not isinstance(node, DirNode) or node.witness is None or readable[node.witness]
     ]
+
+
+def reveal_for(node: FileNode) -> Reveal:
+    """The question a generated file's ``render`` asks for this thread's reader.
+
+    Called inside ``acting_as(reader)``: "may they read this file" for files
+    that show what was read from sources (``FileNode.reveal_files``), else
+    "may they list its folder" for files that show paths.
+    """
+    return readable_by_this_thread if node.reveal_files else listable_by_this_thread()

@@ -80,7 +80,7 @@ from dicomfs.fuse.binding import (
     FuseBufvec,
     libc,
 )
-from dicomfs.fuse.caller import Caller, acting_as, groups_of, listable_by_this_thread, shown_to
+from dicomfs.fuse.caller import Caller, acting_as, groups_of, reveal_for, shown_to
 from dicomfs.fuse.fsinfo import child_path, inode_of, parent_path, space
 from dicomfs.view.nodes import (
     DirNode,
@@ -379,7 +379,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             content = node.content
             if self.as_caller and node.render is not None:
                 with acting_as(_caller()):
-                    content = node.render(listable_by_this_thread())
+                    content = node.render(reveal_for(node))
             handle = _Handle(path, None, content, node.identity)
             fi.direct_io, fi.keep_cache = 1, 0
         else:

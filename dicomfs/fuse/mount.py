@@ -36,7 +36,8 @@ from typing import Any
 from dicomfs.errors import MountError
 from dicomfs.fuse.caller import can_switch
 from dicomfs.index import IndexReader, default_index_path
-from dicomfs.view.tree import NAMES, View, default_names
+from dicomfs.view.paths import NAMES, default_names
+from dicomfs.view.tree import View
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def run_mount(
     ``sources`` are the source folders: ``statfs`` of the mount reports the
     space of their filesystems (an SMB share shows it as the drive size);
     without them, that of the filesystem holding the index.
-    ``names`` is what paths may show (``view.tree.NAMES``); None takes
+    ``names`` is what paths may show (``view.paths.NAMES``); None takes
     ``default_names``: "id" for a private mount, "uid" with ``allow_other``.
     """
     mountpoint = Path(os.path.abspath(mountpoint))

@@ -18,7 +18,7 @@ from typing import Any
 from dicomfs.errors import ConfigError
 from dicomfs.index import default_index_path
 from dicomfs.share.defaults import DEFAULT_BIND
-from dicomfs.view.tree import NAMES
+from dicomfs.view.paths import NAMES
 
 DEFAULT_CONFIG = Path("/etc/dicomfs/dicomfs.toml")
 ENV_PREFIX = "DICOMFS_"
@@ -51,7 +51,7 @@ class Settings:
     allow_other: bool = False
     group: str | None = None
     symlinks: bool = False
-    # What paths may show (view.tree.NAMES); None: view.tree.default_names.
+    # What paths may show (view.paths.NAMES); None: view.paths.default_names.
     names: str | None = None
     log_level: str = "INFO"
     scp_port: int | None = None

@@ -223,7 +223,8 @@ def _start_webdav(
 ) -> tuple[WebDavServer, View]:
     """The share over its own view of the index, beside the mount or instead of it."""
     from dicomfs.share.webdav import WebDavServer
-    from dicomfs.view.tree import View, default_names
+    from dicomfs.view.paths import default_names
+    from dicomfs.view.tree import View
 
     index = Path(os.path.abspath(settings.index))
     view = View(

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 from wsgidav import util
 from wsgidav.dav_error import HTTP_RANGE_NOT_SATISFIABLE, DAVError
 
-from dicomfs.fuse.caller import Caller, acting_as, listable_by_this_thread
+from dicomfs.fuse.caller import Caller, acting_as, reveal_for
 from dicomfs.share.propfind import content_type, etag, http_date
 from dicomfs.share.webdav_users import own_account
 from dicomfs.view.nodes import FileNode, SourceChanged
@@ -118,7 +118,7 @@ def _open(view: View, node: FileNode, caller: Caller) -> tuple[BinaryIO, int, st
         content = node.content
         if node.render is not None and caller != own_account():
             with acting_as(caller):
-                content = node.render(listable_by_this_thread())
+                content = node.render(reveal_for(node))
         served = node if content is node.content else replace(node, content=content)
         return io.BytesIO(content), len(content), etag(served)
     with acting_as(caller):

@@ -25,15 +25,15 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from dicomfs.fuse.caller import Caller
-from dicomfs.share.dav_provider import CALLER
+from dicomfs.share.dav_provider import CALLER, visible
 from dicomfs.share.files import serve_file
 from dicomfs.share.webdav_users import Users
 from dicomfs.view.nodes import FileNode, NotADirectory, NotFound, Rebuilding
+from dicomfs.view.paths import valid_path
 from dicomfs.view.tree import View
 
 log = logging.getLogger(__name__)
@@ -41,21 +41,28 @@ log = logging.getLogger(__name__)
 MAX_PATH = 4096
 MAX_PROPFIND_BODY = 64 * 1024
 REALM = "dicomfs"
-# The view's name grammar (view.tree): every name the view lists matches it.
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
+def _path_info(environ: dict[str, Any]) -> str:
+    """PATH_INFO as the client wrote it: WSGI hands it over as Latin-1 (PEP 3333).
+
+    Clients send UTF-8 (the patients/ tree has non-ASCII names), so the bytes
+    are decoded again here, as wsgidav does for the requests it answers;
+    what is not UTF-8 names nothing of the view.
+    """
+    raw = environ.get("PATH_INFO", "")
+    try:
+        return str(raw.encode("latin-1").decode("utf-8"))
+    except UnicodeError:
+        return "\x00"  # refused by safe_path
+
+
 def safe_path(path: str) -> bool:
-    """True when every component of ``path`` may be a name of the view."""
-    if len(path) > MAX_PATH:
-        return False
-    for part in path.split("/"):
-        if part and (part in (".", "..") or _NAME.fullmatch(part) is None):
-            return False
-    return True
+    """True when ``path`` may name something of the view (its own grammar, ``tree.valid_path``)."""
+    return len(path) <= MAX_PATH and valid_path(path)
 
 
 def _simple(
@@ -92,7 +99,7 @@ class Gate:
         self.run_as = run_as
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
+        path = _path_info(environ)
         method = environ.get("REQUEST_METHOD", "")
         close = [("Connection", "close")] if _has_body(environ) else []
         if not (method == "OPTIONS" and path == "*") and not safe_path(path):
@@ -109,11 +116,14 @@ class Gate:
                 body = b"authentication required\n"
                 return _simple(start_response, "401 Unauthorized", body, [challenge, *close])
             caller, user_name = user
+        environ[CALLER], environ["wsgidav.auth.user_name"] = caller, user_name
         if method in ("GET", "HEAD") and not close:
             node = self._file(path)
+            if node is not None and not visible(self.view, path, node, environ):
+                # Below a patient this reader may not see: as if it did not exist.
+                return _simple(start_response, "404 Not Found", b"not found\n", close)
             if node is not None:
                 return serve_file(environ, start_response, self.view, node, caller)
-        environ[CALLER], environ["wsgidav.auth.user_name"] = caller, user_name
         return self.app(environ, start_response)
 
     def _file(self, path: str) -> FileNode | None:

@@ -85,6 +85,10 @@ class FileNode:
     # source path only where ``reveal(path)`` says that reader may see it.
     # ``content`` is the full version, for the daemon's own user.
     render: Callable[[Reveal], bytes] | None = field(default=None, compare=False)
+    # What ``render``'s reveal is asked: False, may the reader list the
+    # path's folder (a path is shown); True, may they read the file itself
+    # (what is shown was read from it: plans.tsv's patient IDs and labels).
+    reveal_files: bool = field(default=False, compare=False)
 
     @property
     def identity(self) -> tuple[str | None, int, int, int, int, int]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -57,6 +56,7 @@ from dicomfs.view.nodes import (
     SourceChanged,
     open_source,
 )
+from dicomfs.view.paths import NAMES, split_path, uid_of
 from dicomfs.view.patients import PatientsTree
 from dicomfs.view.plan_table import PlanLine, format_tsv, plan_lines, renderer
 from dicomfs.view.readers import ThreadReaders
@@ -71,59 +71,9 @@ from dicomfs.view.report import (
 log = logging.getLogger(__name__)
 
 GENERATED_MODE = 0o440
-_MAX_PATH = 4096
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
-_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _TOP = ("by-sop", "by-series", "by-study", "plans", "objects", "patients", ".dicomfs")
-# What the names setting may be (README "Names in paths"): "uid" shows UIDs
-# only; "id" adds patients/ named by PatientID, labels and descriptions;
-# "name" adds the PatientName to the patient folders.
-NAMES = ("uid", "id", "name")
-
-
-def default_names(shared: bool) -> str:
-    """The ``names`` setting when none is given: "id" for a private mount, "uid" for a shared one.
-
-    A private mount (no ``allow_other``) is read only by the user who runs
-    it, who can read the sources anyway; a shared one shows no patient data
-    in names unless the administrator asks for it (README "Names in paths").
-    """
-    return "uid" if shared else "id"
-
-
 _OBJECT_FOLDERS = ("references", "referenced-by")
 _PLAN_ENTRIES = ("plan.dcm", *PLAN_FOLDERS, "missing.txt", "manifest.json")
-
-
-# -- names -----------------------------------------------------------------
-
-
-def _uid_of(name: str) -> str | None:
-    uid = name[:-4] if name.endswith(".dcm") else None
-    return uid if uid is not None and is_safe_uid(uid) else None
-
-
-def _split(path: str) -> list[str]:
-    """Path components, each a safe name; anything else is NotFound before any query.
-
-    Under ``patients/`` names are made from values people read (``human``):
-    there a component only has to be a name at all (no NUL, not ``.`` or
-    ``..``, at most 255 bytes), as it is only ever looked up among the names
-    the tree made, never put into a query.
-    """
-    if not isinstance(path, str) or len(path) > _MAX_PATH:
-        raise NotFound("no such file or folder")
-    parts = [p for p in path.split("/") if p]
-    human = bool(parts) and parts[0] == "patients"
-    for part in parts:
-        if part in (".", ".."):
-            raise NotFound("no such file or folder")
-        if human:
-            if "\x00" in part or len(part.encode("utf-8", "surrogatepass")) > 255:
-                raise NotFound("no such file or folder")
-        elif _NAME.fullmatch(part) is None:
-            raise NotFound("no such file or folder")
-    return parts
 
 
 # -- the tree -------------------------------------------------------------------
@@ -187,7 +137,7 @@ class View:
 
     def lookup(self, path: str) -> Node:
         """The node at ``path`` (relative to the mount root; a leading "/" is fine)."""
-        parts = _split(path)
+        parts = split_path(path)
         try:
             return self._resolve(parts)
         except NotFound:
@@ -205,7 +155,7 @@ class View:
 
     def listdir(self, path: str) -> list[tuple[str, Node]]:
         """(name, node) of every entry of the folder at ``path``, sorted by name."""
-        parts = _split(path)
+        parts = split_path(path)
         node = self.lookup(path)
         if isinstance(node, FileNode):
             raise NotADirectory("not a folder")
@@ -252,11 +202,16 @@ class View:
         return self._list(["plans", plan.sop_uid, *rest])
 
     def _generated(
-        self, name: str, content: bytes, render: Callable[[Reveal], bytes] | None = None
+        self,
+        name: str,
+        content: bytes,
+        render: Callable[[Reveal], bytes] | None = None,
+        *,
+        reveal_files: bool = False,
     ) -> FileNode:
         return FileNode(
             name, None, len(content), self.mount_time_ns, self.dir_uid, self.dir_gid,
-            GENERATED_MODE, 0, 0, content, render=render,
+            GENERATED_MODE, 0, 0, content, render=render, reveal_files=reveal_files,
         )  # fmt: skip
 
     @staticmethod
@@ -305,7 +260,7 @@ class View:
                 if listed == name:
                     return node
             raise NotFound(name)
-        return self._file(name, self._instance(name if is_safe_uid(name) else _uid_of(name)))
+        return self._file(name, self._instance(name if is_safe_uid(name) else uid_of(name)))
 
     def _by_series(self, rest: list[str]) -> Node:
         series = rest[0]
@@ -313,7 +268,7 @@ class View:
             if is_safe_uid(series) and self.reader.series_exists(series):
                 return self._dir(series)
         elif len(rest) == 2:
-            inst = self._instance(_uid_of(rest[1]))
+            inst = self._instance(uid_of(rest[1]))
             if inst.series_uid == series:
                 return self._file(rest[1], inst)
         raise NotFound("/".join(rest))
@@ -329,7 +284,7 @@ class View:
             if is_safe_uid(rest[1]) and self.reader.series_exists(rest[1], study):
                 return self._dir(rest[1])
         elif len(rest) == 3:
-            inst = self._instance(_uid_of(rest[2]))
+            inst = self._instance(uid_of(rest[2]))
             if inst.study_uid == study and inst.series_uid == rest[1]:
                 return self._file(rest[2], inst)
         raise NotFound("/".join(rest))
@@ -385,7 +340,9 @@ class View:
             return self._generated("status.json", self._cache.get(("status",), self._status))
         if rest == ["plans.tsv"]:
             lines = self._cache.get(("plans.tsv",), self._plan_lines)
-            return self._generated("plans.tsv", format_tsv(lines), renderer(lines))
+            return self._generated(
+                "plans.tsv", format_tsv(lines), renderer(lines), reveal_files=True
+            )
         if rest == ["rejected.txt"]:
             rows, text = self._cache.get(("rejected",), self._rejected)
             return self._generated("rejected.txt", text, functools.partial(format_rejected, rows))

@@ -107,7 +107,12 @@ class Site:
 
     def view(self) -> View:
         return View(
-            lambda: IndexReader(self.index), dir_uid=0, dir_gid=0, mount_time_ns=0, cache_ttl=0
+            lambda: IndexReader(self.index),
+            dir_uid=0,
+            dir_gid=0,
+            mount_time_ns=0,
+            cache_ttl=0,
+            names="id",  # as the mount: patients/ by PatientID, filtered per reader
         )
 
 
@@ -138,7 +143,7 @@ def site(demo_set, build_index) -> Iterator[Site]:  # type: ignore[no-untyped-de
     (base / "mnt").mkdir()
     (base / "live-mnt").mkdir()
     mount = Mount(base / "mnt", index, allow_other=True, group=GROUP)
-    mount.args += ["--source", str(src)]
+    mount.args += ["--source", str(src), "--names", "id"]
     passwords = {READER: secrets.token_hex(12), OUTSIDER: secrets.token_hex(12)}
     smbd = PrivateSmbd(base / "samba", {"dicomfs": base / "mnt", "live": base / "live-mnt"}, GROUP)
     try:
@@ -235,6 +240,32 @@ def test_list_the_top_a_plan_and_a_series(site: Site) -> None:
     series = next(iter(names_of(view, "by-series")))
     listed = site.smb(f"cd by-series\\{series}; ls")
     assert listing_names(listed.stdout) == names_of(view, f"by-series/{series}") != set()
+    view.close()
+
+
+def test_a_plan_found_by_patient_and_label_is_fetched_from_windows_names(
+    site: Site, tmp_path: Path
+) -> None:
+    """patients/<id>/plans/<label date approval>/references over SMB: spaces, the same bytes."""
+    view = site.view()
+    patient = next(n for n in names_of(view, "patients") if n.startswith("DEMO-0-001"))
+    plan = next(
+        n for n in names_of(view, f"patients/{patient}/plans") if n.startswith("Prostate 2")
+    )
+    folder = f"patients/{patient}/plans/{plan}"
+    listed = site.smb(f'cd "{folder.replace("/", chr(92))}"; ls')
+    assert listing_names(listed.stdout) == names_of(view, folder), listed.stdout
+    dest = tmp_path / "fetched"
+    dest.mkdir()
+    done = site.smb(
+        f'lcd {dest}; cd "{folder.replace("/", chr(92))}"; recurse ON; prompt OFF; mget references'
+    )
+    assert done.returncode == 0 and "NT_STATUS" not in done.stdout, done.stdout
+    expected = view.listdir(f"{folder}/references")
+    assert sorted(p.name for p in (dest / "references").iterdir()) == [n for n, _ in expected]
+    for name, node in expected:
+        assert isinstance(node, FileNode) and node.real_path is not None
+        assert filecmp.cmp(dest / "references" / name, node.real_path, shallow=False), name
     view.close()
 
 

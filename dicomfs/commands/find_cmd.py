@@ -1,0 +1,240 @@
+"""``dicomfs find``: search the index, print each hit with its path in the mount (issue 10).
+
+The search itself is ``dicomfs.index.search``; this module reads the
+options, prints the hits as a table (or ``--json`` for scripts) and makes
+each hit's path, in ``mount_path`` only, so that a new tree in the mount
+changes one function. The table shows patient IDs always and patient names
+only with ``--names``: a list of names on a screen is more than most
+look-ups need. Every value printed comes from a DICOM file: control and
+formatting characters are shown as ``?`` so a description cannot drive the
+terminal, and nothing is logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import unicodedata
+from typing import Any
+
+from dicomfs.commands.common import (
+    SubParsers,
+    add_index_option,
+    add_json_option,
+    command,
+    emit,
+    open_reader,
+)
+from dicomfs.dicom.records import is_safe_uid
+from dicomfs.errors import EXIT_OK
+from dicomfs.index.search import (
+    DEFAULT_LEVEL,
+    DEFAULT_LIMIT,
+    LEVELS,
+    Hit,
+    Query,
+    find,
+    parse_date_range,
+)
+
+_WIDEST = {"MODALITY": 64, "DESCRIPTION": 40}  # cut in the table, whole in --json
+_UNPRINTABLE = ("Cc", "Cf", "Cs", "Zl", "Zp")
+
+
+def register(sub: SubParsers) -> None:
+    """Add ``find`` to the main parser."""
+    p = command(
+        sub, "find", cmd_find, "search the index by patient, name, date, modality or free text"
+    )
+    p.add_argument(
+        "text",
+        nargs="*",
+        metavar="TEXT",
+        help="free text in names, labels and descriptions: whole words, word* for a prefix, "
+        '"a phrase"; any case and accents',
+    )
+    p.add_argument(
+        "-p", "--patient", default="", metavar="ID", help="patient ID; wildcards * and ?, any case"
+    )
+    p.add_argument(
+        "--name",
+        default="",
+        metavar="NAME",
+        help="patient name as stored (Family^Given); wildcards * and ?, any case",
+    )
+    p.add_argument(
+        "--date",
+        type=_date_range,
+        metavar="RANGE",
+        help="YYYYMMDD, YYYYMMDD-YYYYMMDD, YYYYMMDD- or -YYYYMMDD: the study date "
+        "(for plans the plan date, else their study's)",
+    )
+    p.add_argument(
+        "-m",
+        "--modality",
+        action="append",
+        default=[],
+        metavar="MOD",
+        help="CT, RTPLAN, ... (repeat, or a comma list): one of them; for patients and "
+        "studies, one of their series",
+    )
+    p.add_argument(
+        "-l",
+        "--level",
+        choices=LEVELS,
+        default=DEFAULT_LEVEL,
+        help=f"what each hit is (default {DEFAULT_LEVEL}, as findscu)",
+    )
+    p.add_argument(
+        "--limit",
+        type=_limit,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"at most N hits (default {DEFAULT_LIMIT}; 0 = all)",
+    )
+    p.add_argument("--mount", metavar="DIR", help="print paths under this mount point")
+    p.add_argument("--names", action="store_true", help="show patient names in the table")
+    add_index_option(p)
+    add_json_option(p, help="machine-readable output (includes patient names)")
+
+
+def mount_path(hit: Hit, mount: str | None = None) -> str | None:
+    """Where ``hit`` is in the mount, relative to its root or under ``mount``; None if nowhere.
+
+    The one place paths are made. Only UIDs that may be names
+    (``records.is_safe_uid``) make paths, as in the mount itself; patients
+    have no UID folder (yet: their human tree has its own names).
+    """
+    path: str | None = None
+    if hit.level == "study" and is_safe_uid(hit.study_uid):
+        path = f"by-study/{hit.study_uid}/"
+    elif hit.level == "series" and is_safe_uid(hit.study_uid) and is_safe_uid(hit.series_uid):
+        path = f"by-study/{hit.study_uid}/{hit.series_uid}/"
+    elif hit.level == "instance" and is_safe_uid(hit.uid):
+        path = f"by-sop/{hit.uid}.dcm"
+    elif hit.level == "plan" and is_safe_uid(hit.uid):
+        path = f"plans/{hit.uid}/"
+    if path is None or mount is None:
+        return path
+    return os.path.join(mount, path)
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    start, end = args.date or ("", "")
+    modalities = tuple(m for value in args.modality for m in value.split(","))
+    reader = open_reader(args)
+    try:
+        if reader.rebuilding_since() is not None:
+            print("dicomfs: the index is being rebuilt: hits are incomplete", file=sys.stderr)
+        elif reader.details_pending():
+            print(
+                "dicomfs: the index is reading every file again after an upgrade: names, "
+                "dates and descriptions are incomplete until that scan ends",
+                file=sys.stderr,
+            )
+        query = Query(
+            patient=args.patient,
+            name=args.name,
+            date_from=start,
+            date_to=end,
+            modality=modalities,
+            level=args.level,
+            text=" ".join(args.text),
+            limit=args.limit + 1 if args.limit else 0,  # one more: were there more?
+        )
+        hits = find(reader, query)
+    finally:
+        reader.close()
+    if args.limit and len(hits) > args.limit:
+        hits = hits[: args.limit]
+        print(
+            f"dicomfs: more than {args.limit} hits, {args.limit} shown "
+            "(narrow the search, or --limit 0 for all)",
+            file=sys.stderr,
+        )
+    elif not hits and not args.json:
+        print("dicomfs: no match", file=sys.stderr)
+    emit(args, [hit_dict(h, args.mount) for h in hits], lambda: table(hits, args))
+    return EXIT_OK
+
+
+def hit_dict(hit: Hit, mount: str | None = None) -> dict[str, Any]:
+    return {
+        "level": hit.level,
+        "patient_id": hit.patient_id,
+        "patient_name": hit.patient_name,
+        "date": hit.date,
+        "modalities": list(hit.modalities),
+        "description": hit.description,
+        "uid": hit.uid,
+        "study_uid": hit.study_uid,
+        "series_uid": hit.series_uid,
+        "instances": hit.instances,
+        "path": mount_path(hit, mount),
+    }
+
+
+def table(hits: list[Hit], args: argparse.Namespace) -> str:
+    """One line per hit under a header, columns aligned; "" when there is no hit."""
+    if not hits:
+        return ""
+    header = ["PATIENT ID", "NAME", "DATE", "MODALITY", "INSTANCES", "DESCRIPTION", "PATH"]
+    if not args.names:
+        header.remove("NAME")
+    if args.level == "patient":
+        header.remove("DESCRIPTION")  # a patient has none
+    rows = [header]
+    for hit in hits:
+        cells = {
+            "PATIENT ID": hit.patient_id,
+            "NAME": hit.patient_name,
+            "DATE": hit.date,
+            "MODALITY": ",".join(hit.modalities),
+            "INSTANCES": str(hit.instances),
+            "DESCRIPTION": hit.description,
+            "PATH": mount_path(hit, args.mount) or "-",
+        }
+        rows.append([_cell(cells[column], _WIDEST.get(column)) for column in header])
+    widths = [max(_width(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell + " " * (widths[i] - _width(cell)) for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    )
+
+
+def _cell(value: str, widest: int | None) -> str:
+    """A value as a table cell: unprintable characters as ``?``, cut to ``widest`` columns."""
+    text = "".join("?" if unicodedata.category(c) in _UNPRINTABLE else c for c in value)
+    if not text:
+        return "-"
+    if widest is not None and _width(text) > widest:
+        while _width(text) > widest - 1:
+            text = text[:-1]
+        text += "…"
+    return text
+
+
+def _width(text: str) -> int:
+    """Terminal columns: wide East Asian characters take two, combining marks none."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in text
+    )
+
+
+def _date_range(text: str) -> tuple[str, str]:
+    try:
+        return parse_date_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of hits, 0 for all")
+    return value

@@ -435,7 +435,8 @@ def test_demo_plans_and_paths(demo_set, demo_index: Path) -> None:  # type: igno
 def test_table_shows_ids_and_paths_not_names(
     capsys: pytest.CaptureFixture[str], index: Path
 ) -> None:
-    code, out, err = run(capsys, "--index", str(index), "-l", "series", "-p", "same-*")
+    uid_args = ("--index", str(index), "-l", "series", "-p", "same-*", "--names", "uid")
+    code, out, err = run(capsys, *uid_args)
     assert code == 0 and err == ""
     lines = out.splitlines()
     header = "PATIENT ID  DATE  MODALITY  INSTANCES  DESCRIPTION  PATH"
@@ -445,15 +446,24 @@ def test_table_shows_ids_and_paths_not_names(
     assert lines[1].split() == first.split()
     assert "Smith" not in out and "SMITH" not in out
 
-    code, out, err = run(capsys, "--index", str(index), "-l", "series", "-p", "same-*", "--names")
+    # The default (id, as a private mount): paths under patients/, still no names.
+    code, out, err = run(capsys, "--index", str(index), "-l", "series", "-p", "same-*")
+    assert code == 0 and "Smith" not in out and "SMITH" not in out
+    paths = [line.split("  ")[-1].strip() for line in out.splitlines()[1:]]
+    assert paths and all(p.startswith("patients/SAME-") for p in paths), paths
+
+    code, out, err = run(
+        capsys, "--index", str(index), "-l", "series", "-p", "same-*", "--names", "name"
+    )
     assert "Smith^John" in out and "SMITH^JOHN" in out
     assert out.splitlines()[0].split()[:3] == ["PATIENT", "ID", "NAME"]
 
 
 def test_json_for_scripts(capsys: pytest.CaptureFixture[str], index: Path) -> None:
     code, out, _ = run(
-        capsys, "--index", str(index), "--json", "-l", "plan", "--mount", "/mnt/dicomfs", "kopf"
-    )
+        capsys, "--index", str(index), "--json", "-l", "plan", "--mount", "/mnt/dicomfs",
+        "--names", "uid", "kopf",
+    )  # fmt: skip
     assert code == 0
     (hit,) = json.loads(out)
     assert hit == {
@@ -468,10 +478,18 @@ def test_json_for_scripts(capsys: pytest.CaptureFixture[str], index: Path) -> No
         "series_uid": "2.25.1301",
         "instances": 1,
         "path": "/mnt/dicomfs/plans/2.25.1311/",
+        "uid_path": "/mnt/dicomfs/plans/2.25.1311/",
     }
+    # By default the path is the plan's folder under patients/, named by label and date.
+    code, out, _ = run(capsys, "--index", str(index), "--json", "-l", "plan", "kopf")
+    (hit,) = json.loads(out)
+    assert hit["path"] == "patients/mixedCase-7/plans/Kopf Hals 2024-01-02 no-approval"
+    assert hit["uid_path"] == "plans/2.25.1311/"
     code, out, _ = run(capsys, "--index", str(index), "--json", "-l", "instance", "-p", "UNSAFE")
     (hit,) = json.loads(out)
-    assert (hit["uid"], hit["path"]) == ("../../etc/passwd", None)
+    assert (hit["uid"], hit["uid_path"]) == ("../../etc/passwd", None)
+    # The patients/ tree names it by instance number, never by that UID.
+    assert hit["path"] == "patients/UNSAFE/studies/2024-07-05 no description/CT/CT-no-number.dcm"
 
 
 def test_table_cannot_drive_the_terminal(capsys: pytest.CaptureFixture[str], index: Path) -> None:

@@ -3,9 +3,11 @@
 The search itself is ``dicomfs.index.search``; this module reads the
 options, prints the hits as a table (or ``--json`` for scripts) and makes
 each hit's path, in ``mount_path`` only, so that a new tree in the mount
-changes one function. The table shows patient IDs always and patient names
-only with ``--names``: a list of names on a screen is more than most
-look-ups need. Every value printed comes from a DICOM file: control and
+changes one function. ``--names`` is the mount's setting of the same name
+(README "Names in paths"): with ``id`` (the default, as a private mount)
+paths are under ``patients/``, with ``uid`` the UID trees; the table shows
+patient names only with ``name``: a list of names on a screen is more than
+most look-ups need. Every value printed comes from a DICOM file: control and
 formatting characters are shown as ``?`` so a description cannot drive the
 terminal, and nothing is logged.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import unicodedata
 from typing import Any
 
@@ -24,10 +27,12 @@ from dicomfs.commands.common import (
     add_json_option,
     command,
     emit,
+    index_path,
     open_reader,
 )
 from dicomfs.dicom.records import is_safe_uid
 from dicomfs.errors import EXIT_OK
+from dicomfs.index import IndexReader
 from dicomfs.index.search import (
     DEFAULT_LEVEL,
     DEFAULT_LIMIT,
@@ -37,6 +42,9 @@ from dicomfs.index.search import (
     find,
     parse_date_range,
 )
+from dicomfs.view.nodes import Rebuilding
+from dicomfs.view.paths import NAMES
+from dicomfs.view.tree import View
 
 _WIDEST = {"MODALITY": 64, "DESCRIPTION": 40}  # cut in the table, whole in --json
 _UNPRINTABLE = ("Cc", "Cf", "Cs", "Zl", "Zp")
@@ -94,30 +102,54 @@ def register(sub: SubParsers) -> None:
         help=f"at most N hits (default {DEFAULT_LIMIT}; 0 = all)",
     )
     p.add_argument("--mount", metavar="DIR", help="print paths under this mount point")
-    p.add_argument("--names", action="store_true", help="show patient names in the table")
+    p.add_argument(
+        "--names",
+        choices=NAMES,
+        default="id",
+        help="as the mount's setting: which tree paths are in (uid: UID paths; id: "
+        "patients/..., the default) and, with name, patient names in the table",
+    )
     add_index_option(p)
-    add_json_option(p, help="machine-readable output (includes patient names)")
+    add_json_option(p, help="machine-readable output (includes patient names and UID paths)")
 
 
-def mount_path(hit: Hit, mount: str | None = None) -> str | None:
+def mount_path(hit: Hit, mount: str | None = None, view: View | None = None) -> str | None:
     """Where ``hit`` is in the mount, relative to its root or under ``mount``; None if nowhere.
 
-    The one place paths are made. Only UIDs that may be names
+    The one place paths are made: under ``patients/`` when ``view`` has that
+    tree (its names come from the view itself, so they are the mount's),
+    else in the UID trees, where only UIDs that may be names
     (``records.is_safe_uid``) make paths, as in the mount itself; patients
-    have no UID folder (yet: their human tree has its own names).
+    have no UID folder.
     """
-    path: str | None = None
-    if hit.level == "study" and is_safe_uid(hit.study_uid):
-        path = f"by-study/{hit.study_uid}/"
-    elif hit.level == "series" and is_safe_uid(hit.study_uid) and is_safe_uid(hit.series_uid):
-        path = f"by-study/{hit.study_uid}/{hit.series_uid}/"
-    elif hit.level == "instance" and is_safe_uid(hit.uid):
-        path = f"by-sop/{hit.uid}.dcm"
-    elif hit.level == "plan" and is_safe_uid(hit.uid):
-        path = f"plans/{hit.uid}/"
+    path = (human_path(hit, view) if view is not None else None) or uid_path(hit)
     if path is None or mount is None:
         return path
     return os.path.join(mount, path)
+
+
+def human_path(hit: Hit, view: View) -> str | None:
+    level = hit.level
+    if level == "plan":
+        return view.human_path(hit.patient_id, plan_uid=hit.uid)
+    return view.human_path(
+        hit.patient_id,
+        study_uid=hit.study_uid if level in ("study", "series", "instance") else None,
+        series_uid=hit.series_uid if level in ("series", "instance") else None,
+        sop_uid=hit.uid if level == "instance" else None,
+    )
+
+
+def uid_path(hit: Hit) -> str | None:
+    if hit.level == "study" and is_safe_uid(hit.study_uid):
+        return f"by-study/{hit.study_uid}/"
+    if hit.level == "series" and is_safe_uid(hit.study_uid) and is_safe_uid(hit.series_uid):
+        return f"by-study/{hit.study_uid}/{hit.series_uid}/"
+    if hit.level == "instance" and is_safe_uid(hit.uid):
+        return f"by-sop/{hit.uid}.dcm"
+    if hit.level == "plan" and is_safe_uid(hit.uid):
+        return f"plans/{hit.uid}/"
+    return None
 
 
 def cmd_find(args: argparse.Namespace) -> int:
@@ -155,11 +187,47 @@ def cmd_find(args: argparse.Namespace) -> int:
         )
     elif not hits and not args.json:
         print("dicomfs: no match", file=sys.stderr)
-    emit(args, [hit_dict(h, args.mount) for h in hits], lambda: table(hits, args))
+    view = _view(args)
+    try:
+        paths = [_paths(hit, args.mount, view) for hit in hits]
+    finally:
+        if view is not None:
+            view.close()
+    emit(
+        args,
+        [hit_dict(h, args.mount, *p) for h, p in zip(hits, paths, strict=True)],
+        lambda: table(hits, [p[0] for p in paths], args),
+    )
     return EXIT_OK
 
 
-def hit_dict(hit: Hit, mount: str | None = None) -> dict[str, Any]:
+def _view(args: argparse.Namespace) -> View | None:
+    """The view whose patients/ names the paths are in; None with ``--names uid``."""
+    if args.names == "uid":
+        return None
+    path = index_path(args)
+    return View(
+        lambda: IndexReader(path),
+        dir_uid=os.getuid(),
+        dir_gid=os.getgid(),
+        mount_time_ns=time.time_ns(),
+        names=args.names,
+        cache_ttl=60.0,  # one command: every hit of a patient shares its listings
+    )
+
+
+def _paths(hit: Hit, mount: str | None, view: View | None) -> tuple[str | None, str | None]:
+    """(the path under the names setting, the UID path) of one hit."""
+    try:
+        path = mount_path(hit, mount, view)
+    except Rebuilding:  # details not read again yet after an upgrade (warned above)
+        path = mount_path(hit, mount)
+    return path, mount_path(hit, mount)
+
+
+def hit_dict(
+    hit: Hit, mount: str | None = None, path: str | None = None, uid_path: str | None = None
+) -> dict[str, Any]:
     return {
         "level": hit.level,
         "patient_id": hit.patient_id,
@@ -171,21 +239,22 @@ def hit_dict(hit: Hit, mount: str | None = None) -> dict[str, Any]:
         "study_uid": hit.study_uid,
         "series_uid": hit.series_uid,
         "instances": hit.instances,
-        "path": mount_path(hit, mount),
+        "path": path if path is not None else mount_path(hit, mount),
+        "uid_path": uid_path if uid_path is not None else mount_path(hit, mount),
     }
 
 
-def table(hits: list[Hit], args: argparse.Namespace) -> str:
+def table(hits: list[Hit], paths: list[str | None], args: argparse.Namespace) -> str:
     """One line per hit under a header, columns aligned; "" when there is no hit."""
     if not hits:
         return ""
     header = ["PATIENT ID", "NAME", "DATE", "MODALITY", "INSTANCES", "DESCRIPTION", "PATH"]
-    if not args.names:
+    if args.names != "name":
         header.remove("NAME")
     if args.level == "patient":
         header.remove("DESCRIPTION")  # a patient has none
     rows = [header]
-    for hit in hits:
+    for hit, path in zip(hits, paths, strict=True):
         cells = {
             "PATIENT ID": hit.patient_id,
             "NAME": hit.patient_name,
@@ -193,7 +262,7 @@ def table(hits: list[Hit], args: argparse.Namespace) -> str:
             "MODALITY": ",".join(hit.modalities),
             "INSTANCES": str(hit.instances),
             "DESCRIPTION": hit.description,
-            "PATH": mount_path(hit, args.mount) or "-",
+            "PATH": path or "-",
         }
         rows.append([_cell(cells[column], _WIDEST.get(column)) for column in header])
     widths = [max(_width(row[i]) for row in rows) for i in range(len(header))]

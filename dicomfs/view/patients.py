@@ -21,7 +21,8 @@ answers "rebuilding" rather than placeholders where names will be.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
 from dicomfs.dicom.records import is_safe_uid
 from dicomfs.index import IndexReader, InstanceRow, ListingRow, people
@@ -30,6 +31,7 @@ from dicomfs.view.cache import TTLCache
 from dicomfs.view.nodes import DirNode, FileNode, Node, NotFound, Rebuilding
 
 PATIENT_FOLDERS = ("plans", "studies")
+_T = TypeVar("_T")
 
 
 class Host(Protocol):
@@ -98,6 +100,41 @@ class PatientsTree:
         members = self._members(pid, studies[rest[2]].study_uid, series[rest[3]].series_uid)
         return [(n, self._host.make_file(n, row)) for n, row in members.items()]
 
+    def path_of(
+        self,
+        patient_id: str,
+        *,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        plan_uid: str | None = None,
+    ) -> str | None:
+        """The path under the mount of a patient, or of one of its studies, series, files or plans.
+
+        None when it has no folder here (e.g. a plan whose UID may not be a
+        name). Names come from the same cached listings the tree answers from.
+        """
+        self._check_ready()
+        folder = self._by_id().get(patient_id)
+        if folder is None:
+            return None
+        base = f"patients/{folder}"
+        if plan_uid is not None:
+            plan = _name_of(self._plans(patient_id), lambda p: p.sop_uid == plan_uid)
+            return None if plan is None else f"{base}/plans/{plan}"
+        if study_uid is None:
+            return base
+        studies = self._studies(patient_id)
+        study = _name_of(studies, lambda s: s.study_uid == study_uid)
+        if study is None or series_uid is None:
+            return None if study is None else f"{base}/studies/{study}"
+        series = _name_of(self._series(patient_id, study_uid), lambda s: s.series_uid == series_uid)
+        if series is None or sop_uid is None:
+            return None if series is None else f"{base}/studies/{study}/{series}"
+        members = self._members(patient_id, study_uid, series_uid)
+        member = _name_of(members, lambda m: m.sop_uid == sop_uid)
+        return None if member is None else f"{base}/studies/{study}/{series}/{member}"
+
     # -- resolution ---------------------------------------------------------
 
     def _resolve_plan(self, pid: str, rest: list[str]) -> Node:
@@ -156,6 +193,14 @@ class PatientsTree:
                 paths[plan.sop_uid] = f"patients/{folder}/plans/{name}"
         return paths
 
+    def _by_id(self) -> dict[str, str]:
+        """{PatientID: its folder name}, from the cached listing of patients/."""
+
+        def build() -> dict[str, str]:
+            return {p.patient_id: name for name, p in self._patients().items()}
+
+        return self._host.cache.get(("patients", "by-id"), build)
+
     def _plans(self, pid: str) -> dict[str, InstanceRow]:
         def build() -> dict[str, InstanceRow]:
             return _plan_names(people.plans(self._host.reader, pid))
@@ -210,3 +255,7 @@ def _plan_names(rows: list[people.PlanRow]) -> dict[str, InstanceRow]:
         for p in rows
         if is_safe_uid(p.instance.sop_uid)
     )
+
+
+def _name_of(entries: Mapping[str, _T], match: Callable[[_T], bool]) -> str | None:
+    return next((name for name, item in entries.items() if match(item)), None)

@@ -329,6 +329,23 @@ class View:
                 return self._file(rest[1], member)
         raise NotFound("/".join(rest))
 
+    def human_path(
+        self,
+        patient_id: str,
+        *,
+        study_uid: str | None = None,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+        plan_uid: str | None = None,
+    ) -> str | None:
+        """Where a patient (or its study, series, file, plan) is under patients/; None without."""
+        if self._patients is None:
+            return None
+        return self._patients.path_of(
+            patient_id, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid,
+            plan_uid=plan_uid,
+        )  # fmt: skip
+
     def plan_paths(self) -> dict[str, str]:
         """{plan UID: the plan's folder}: under patients/ when the tree has it, else plans/<uid>."""
         if self._patients is not None:

@@ -91,6 +91,33 @@ def test_text_values_are_decoded_with_the_character_set() -> None:
     assert instance.series_description == "Thorax"
 
 
+def test_iso_2022_values_are_decoded_although_their_bytes_are_ascii() -> None:
+    """Japanese in ISO 2022 IR 87: escape sequences are ASCII bytes, the text is not."""
+    ds = dataset(RT_PLAN, SpecificCharacterSet=["", "ISO 2022 IR 87"])
+    ds.PatientName = "Yamada^Tarou=山田^太郎"
+    ds.RTPlanLabel = "前立腺"
+    ds.StudyDescription = "胸部"
+    instance = parse_ds(ds)
+    assert instance.details.patient_name == "Yamada^Tarou"  # the alphabetic group
+    assert instance.label == "前立腺"
+    assert instance.details.study_description == "胸部"
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+def test_details_are_bounded_and_normalised() -> None:
+    ds = dataset(RT_PLAN, SpecificCharacterSet="ISO_IR 192")
+    ds.PatientName = "Mu\u0308ller^Ju\u0308rgen"  # NFD, as macOS writes
+    ds.StudyDescription = "x" * 10_000
+    ds.StudyDate = "20241301"  # no month 13
+    ds.RTPlanDate = "20240229"
+    ds.ApprovalStatus = "approved"
+    instance = parse_ds(ds)
+    assert instance.details.patient_name == "Müller^Jürgen"
+    assert len(instance.details.study_description) == 256
+    assert (instance.details.study_date, instance.details.plan_date) == ("", "20240229")
+    assert instance.details.approval_status == "APPROVED"
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [(b"12", 12), (b" 7 ", 7), (b"-3", -3), (b"abc", None), (b"1.5", None), (b"99999999999", None)],

@@ -141,7 +141,9 @@ class Node:
                 fmt = _BINARY_INT_FORMATS.get(vr)
                 if fmt is not None:
                     return _unpack_ints(value, fmt, elem.is_little_endian)
-            if value.isascii():
+            # ISO 2022 values (Japanese, Korean) are ASCII bytes too: their
+            # escape sequences switch the character set, so they must be decoded.
+            if value.isascii() and b"\x1b" not in value:
                 return value.decode("ascii")
             try:
                 return decode_bytes(value, self.encodings, set())

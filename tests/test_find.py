@@ -381,8 +381,15 @@ def test_bad_queries_are_refused() -> None:
 # -- paths in the mount ------------------------------------------------------------
 
 
-def view_of(index: Path) -> View:
-    return View(lambda: IndexReader(index), dir_uid=0, dir_gid=0, mount_time_ns=0, cache_ttl=0)
+def view_of(index: Path, names: str = "uid") -> View:
+    return View(
+        lambda: IndexReader(index),
+        dir_uid=0,
+        dir_gid=0,
+        mount_time_ns=0,
+        cache_ttl=0,
+        names=names,
+    )
 
 
 def test_every_path_is_in_the_mount(index: Path, reader: IndexReader) -> None:
@@ -391,13 +398,33 @@ def test_every_path_is_in_the_mount(index: Path, reader: IndexReader) -> None:
         for level in ("study", "series", "instance", "plan"):
             for hit in search(reader, level=level, limit=0):
                 path = mount_path(hit)
-                if hit.patient_id == "UNSAFE" and level in ("study", "series", "instance"):
-                    assert path is None, (level, hit.uid)  # "1.02.3", "../../etc/passwd"
+                if hit.patient_id == "UNSAFE" and level in ("study", "series"):
+                    assert path is None, (level, hit.uid)  # "1.02.3"
                     continue
                 assert path is not None, (level, hit.uid)
                 node = view.lookup(path)
                 assert isinstance(node, FileNode if level == "instance" else DirNode), path
-                assert hit.uid in path
+                if hit.patient_id == "UNSAFE":  # "../../etc/passwd": by a hash, never the UID
+                    assert path.startswith("by-sop/invalid-uid-") and "etc" not in path
+                else:
+                    assert hit.uid in path
+    finally:
+        view.close()
+
+
+def test_every_hit_has_a_path_under_patients(index: Path, reader: IndexReader) -> None:
+    """With names = "id" every hit, unsafe UIDs and patients included, is reachable by path."""
+    view = view_of(index, "id")
+    try:
+        for level in ("patient", "study", "series", "instance", "plan"):
+            for hit in search(reader, level=level, limit=0):
+                path = mount_path(hit, view=view)
+                assert path is not None and path.startswith("patients/"), (level, hit.uid)
+                node = view.lookup(path)
+                assert isinstance(node, FileNode if level == "instance" else DirNode), path
+                if level == "instance":  # named by instance number, never by the UID
+                    assert isinstance(node, FileNode) and node.real_path is not None
+                    assert hit.uid not in path
     finally:
         view.close()
     assert all(mount_path(h) is None for h in search(reader, level="patient"))
@@ -487,7 +514,8 @@ def test_json_for_scripts(capsys: pytest.CaptureFixture[str], index: Path) -> No
     assert hit["uid_path"] == "plans/2.25.1311/"
     code, out, _ = run(capsys, "--index", str(index), "--json", "-l", "instance", "-p", "UNSAFE")
     (hit,) = json.loads(out)
-    assert (hit["uid"], hit["uid_path"]) == ("../../etc/passwd", None)
+    assert hit["uid"] == "../../etc/passwd"
+    assert hit["uid_path"].startswith("by-sop/invalid-uid-")  # listed by a hash, never the UID
     # The patients/ tree names it by instance number, never by that UID.
     assert hit["path"] == "patients/UNSAFE/studies/2024-07-05 no description/CT/CT-no-number.dcm"
 

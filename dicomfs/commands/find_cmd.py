@@ -42,6 +42,7 @@ from dicomfs.index.search import (
     find,
     parse_date_range,
 )
+from dicomfs.view.names import synthetic_name
 from dicomfs.view.nodes import Rebuilding
 from dicomfs.view.paths import NAMES
 from dicomfs.view.tree import View
@@ -145,8 +146,10 @@ def uid_path(hit: Hit) -> str | None:
         return f"by-study/{hit.study_uid}/"
     if hit.level == "series" and is_safe_uid(hit.study_uid) and is_safe_uid(hit.series_uid):
         return f"by-study/{hit.study_uid}/{hit.series_uid}/"
-    if hit.level == "instance" and is_safe_uid(hit.uid):
-        return f"by-sop/{hit.uid}.dcm"
+    if hit.level == "instance":  # by-sop lists every instance, by a hash when unsafe
+        return (
+            f"by-sop/{hit.uid}.dcm" if is_safe_uid(hit.uid) else f"by-sop/{synthetic_name(hit.uid)}"
+        )
     if hit.level == "plan" and is_safe_uid(hit.uid):
         return f"plans/{hit.uid}/"
     return None

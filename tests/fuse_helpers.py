@@ -298,6 +298,7 @@ class Mount:
         allow_other: bool = False,
         group: str | None = None,
         symlinks: bool = False,
+        names: str | None = None,
     ) -> None:
         self.mountpoint = mountpoint
         self.index = index
@@ -312,6 +313,7 @@ class Mount:
         self.args += ["--allow-other"] if allow_other else []
         self.args += ["--group", group] if group else []
         self.args += ["--symlinks"] if symlinks else []
+        self.args += ["--names", names] if names else []
         fd, log = tempfile.mkstemp(prefix="dicomfs-mount-", suffix=".log", dir=mountpoint.parent)
         os.close(fd)
         self.log_path = Path(log)

@@ -19,7 +19,7 @@ from dicomfs.commands.common import (
     emit,
     index_path,
 )
-from dicomfs.errors import EXIT_OK, ConfigError
+from dicomfs.errors import EXIT_OK, ConfigError, IndexUnavailableError
 from dicomfs.index import IndexReader
 from dicomfs.view.paths import NAMES
 from dicomfs.view.plan_table import COLUMNS, PlanLine, plan_lines, sort_lines
@@ -70,6 +70,11 @@ def cmd_plans(args: argparse.Namespace) -> int:
         cache_ttl=60.0,
     )
     try:
+        if view.reader.details_pending():
+            raise IndexUnavailableError(
+                f"{path} was upgraded and is reading every file's details again: run "
+                "`dicomfs index` (or wait for `dicomfs serve`'s scan) and try again"
+            )
         lines = plan_lines(view.reader, view.plan_paths())
     finally:
         view.close()

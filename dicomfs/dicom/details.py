@@ -31,7 +31,7 @@ PLAN_TIME = 0x300A0007
 APPROVAL_STATUS = 0x300E0002
 REVIEW_DATE = 0x300E0004
 
-_DA = re.compile(r"(\d{4})(\d{2})(\d{2})")
+_DA = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")  # ASCII digits: \d takes any script's
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _IS_MAX = 2**31 - 1  # IS values are 32-bit signed (PS3.5 6.2)
 

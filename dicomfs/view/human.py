@@ -36,20 +36,27 @@ _FORBIDDEN = re.compile(r'[/\\:*?"<>|]')
 _SPACES = re.compile(r"\s+")
 _RESERVED = re.compile(r"(CON|PRN|AUX|NUL|CONIN\$|CONOUT\$|(COM|LPT)[0-9¹²³])(\..*)?", re.I)
 _SUFFIX_BYTES = 10  # " ~" and eight hex digits
+_SUFFIXED = re.compile(r" ~[0-9a-f]{8}$", re.I)
 
 _T = TypeVar("_T")
 
 
 def clean(value: str, limit: int = PART_CHARS) -> str:
-    """``value`` as part of a name: the rules above except the length in bytes; may be ""."""
-    text = unicodedata.normalize("NFC", value[: limit * 4])
+    """``value`` as part of a name: the rules above, at most ``limit`` characters and
+    twice as many bytes (so that a part of four-byte characters leaves room for the
+    rest of a composite name); may be "".
+
+    Normalised after the filtering: a format character dropped from between a
+    letter and its combining mark would leave a string that is not NFC.
+    """
     text = "".join(
         " " if ch.isspace() else ch
-        for ch in text
+        for ch in value[: limit * 4]
         if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")
     )
+    text = unicodedata.normalize("NFC", text)
     text = _SPACES.sub(" ", _FORBIDDEN.sub("_", text)).strip(" .")
-    return text[:limit].rstrip(" .")
+    return _cut(text[:limit], limit * 2).rstrip(" .")
 
 
 def safe_name(name: str, placeholder: str, *, extension: str = "") -> str:
@@ -69,8 +76,13 @@ def _cut(text: str, max_bytes: int) -> str:
 
 
 def iso_date(da: str, placeholder: str = "no-date") -> str:
-    """``YYYYMMDD`` as ``YYYY-MM-DD`` (sorts as dates do); the placeholder when absent."""
-    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if len(da) == 8 and da.isdigit() else placeholder
+    """``YYYYMMDD`` as ``YYYY-MM-DD`` (sorts as dates do); the placeholder when absent.
+
+    ASCII digits only: ``isdigit`` alone would take fullwidth or Arabic-Indic
+    digits, which make a "date" that sorts after every real one.
+    """
+    ok = len(da) == 8 and da.isascii() and da.isdigit()
+    return f"{da[:4]}-{da[4:6]}-{da[6:8]}" if ok else placeholder
 
 
 def unique(entries: Iterable[tuple[str, str, _T]], extension: str = "") -> dict[str, _T]:
@@ -79,14 +91,17 @@ def unique(entries: Iterable[tuple[str, str, _T]], extension: str = "") -> dict[
     ``name`` is already ``safe_name``d (without ``extension``); ``key`` is
     what the entry stands for, and must differ between rows.
     """
-    rows = list(entries)
+    room = NAME_BYTES - len(extension.encode())
+    rows = [(_cut(name, room), key, item) for name, key, item in entries]
     seen: dict[str, int] = {}
     for name, _key, _item in rows:
         folded = (name + extension).casefold()
         seen[folded] = seen.get(folded, 0) + 1
     out: dict[str, _T] = {}
     for name, key, item in rows:
-        if seen[(name + extension).casefold()] > 1:
+        # A value that already ends like a suffix is suffixed too: otherwise
+        # a patient ID "X ~<hash of x>" could take the name of a sibling.
+        if seen[(name + extension).casefold()] > 1 or _SUFFIXED.search(name):
             digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:8]
             name = _cut(name, NAME_BYTES - _SUFFIX_BYTES - len(extension.encode()))
             name = f"{name} ~{digest}"

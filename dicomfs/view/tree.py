@@ -356,6 +356,8 @@ class View:
         if rest == ["status.json"]:
             return self._generated("status.json", self._cache.get(("status",), self._status))
         if rest == ["plans.tsv"]:
+            if self.reader.details_pending():  # labels and dates not read again yet
+                raise Rebuilding("the index is reading every file's details again: try again")
             lines = self._cache.get(("plans.tsv",), self._plan_lines)
             return self._generated(
                 "plans.tsv", format_tsv(lines), renderer(lines), reveal_files=True

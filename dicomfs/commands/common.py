@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicomfs.index import IndexReader, default_index_path
+from dicomfs.view.tree import View
 
 Handler = Callable[[argparse.Namespace], int]
 if TYPE_CHECKING:
@@ -47,6 +49,25 @@ def index_path(args: argparse.Namespace) -> Path:
 
 def open_reader(args: argparse.Namespace) -> IndexReader:
     return IndexReader(index_path(args))
+
+
+def open_view(args: argparse.Namespace, names: str, *, cache_ttl: float = 1.0) -> View:
+    """The mount's view of ``--index`` for this user, without mounting (ls, cat, find, plans).
+
+    The index is opened once first, so a missing or foreign file fails here
+    with the index's own message. ``cache_ttl``: one command may keep its
+    listings for as long as it runs.
+    """
+    path = index_path(args)
+    IndexReader(path).close()
+    return View(
+        lambda: IndexReader(path),
+        dir_uid=os.getuid(),
+        dir_gid=os.getgid(),
+        mount_time_ns=time.time_ns(),
+        names=names,
+        cache_ttl=cache_ttl,
+    )
 
 
 def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import unicodedata
 from typing import Any
 
@@ -27,12 +26,11 @@ from dicomfs.commands.common import (
     add_json_option,
     command,
     emit,
-    index_path,
     open_reader,
+    open_view,
 )
 from dicomfs.dicom.records import is_safe_uid
 from dicomfs.errors import EXIT_OK
-from dicomfs.index import IndexReader
 from dicomfs.index.search import (
     DEFAULT_LEVEL,
     DEFAULT_LIMIT,
@@ -208,15 +206,7 @@ def _view(args: argparse.Namespace) -> View | None:
     """The view whose patients/ names the paths are in; None with ``--names uid``."""
     if args.names == "uid":
         return None
-    path = index_path(args)
-    return View(
-        lambda: IndexReader(path),
-        dir_uid=os.getuid(),
-        dir_gid=os.getgid(),
-        mount_time_ns=time.time_ns(),
-        names=args.names,
-        cache_ttl=60.0,  # one command: every hit of a patient shares its listings
-    )
+    return open_view(args, args.names, cache_ttl=60.0)  # hits of one patient share listings
 
 
 def _paths(hit: Hit, mount: str | None, view: View | None) -> tuple[str | None, str | None]:

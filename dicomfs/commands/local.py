@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from dicomfs.commands.common import SubParsers, add_index_option, command, index_path
+from dicomfs.commands.common import SubParsers, add_index_option, command, index_path, open_view
 from dicomfs.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.view.paths import NAMES
@@ -245,19 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> Any:
-    import time
-
-    from dicomfs.view.tree import View
-
-    path = index_path(args)
-    IndexReader(path).close()
-    return View(
-        lambda: IndexReader(path),
-        dir_uid=os.getuid(),
-        dir_gid=os.getgid(),
-        mount_time_ns=time.time_ns(),
-        names=args.names,
-    )
+    return open_view(args, args.names)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

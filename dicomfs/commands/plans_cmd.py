@@ -8,8 +8,6 @@ the plan's folder in a mount with the same ``names`` setting.
 from __future__ import annotations
 
 import argparse
-import os
-import time
 
 from dicomfs.commands.common import (
     SubParsers,
@@ -18,12 +16,11 @@ from dicomfs.commands.common import (
     command,
     emit,
     index_path,
+    open_view,
 )
 from dicomfs.errors import EXIT_OK, ConfigError, IndexUnavailableError
-from dicomfs.index import IndexReader
 from dicomfs.view.paths import NAMES
 from dicomfs.view.plan_table import COLUMNS, PlanLine, plan_lines, sort_lines
-from dicomfs.view.tree import View
 
 # What the terminal table shows, in order (the JSON has every column).
 _SHOWN = ("patient_id", "label", "date", "approval", "intent", "members", "missing", "state")
@@ -59,20 +56,11 @@ def register(sub: SubParsers) -> None:
 
 
 def cmd_plans(args: argparse.Namespace) -> int:
-    path = index_path(args)
-    IndexReader(path).close()  # fail early and clearly when there is no index
-    view = View(
-        lambda: IndexReader(path),
-        dir_uid=os.getuid(),
-        dir_gid=os.getgid(),
-        mount_time_ns=time.time_ns(),
-        names=args.names,
-        cache_ttl=60.0,
-    )
+    view = open_view(args, args.names, cache_ttl=60.0)
     try:
         if view.reader.details_pending():
             raise IndexUnavailableError(
-                f"{path} was upgraded and is reading every file's details again: run "
+                f"{index_path(args)} was upgraded and is reading every file's details again: run "
                 "`dicomfs index` (or wait for `dicomfs serve`'s scan) and try again"
             )
         lines = plan_lines(view.reader, view.plan_paths())

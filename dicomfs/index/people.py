@@ -81,16 +81,24 @@ class PlanRow:
 
 
 _PLAN_MARKS = ",".join("?" * len(PLAN_CLASSES))
+# p(id): every patient ID with a serving instance, one seek of instances_patient each.
+_PATIENT_IDS = (
+    "WITH RECURSIVE p(id) AS ("
+    " SELECT min(patient_id) FROM instances WHERE serving = 1"
+    " UNION ALL SELECT (SELECT min(patient_id) FROM instances"
+    "  WHERE serving = 1 AND patient_id > p.id) FROM p WHERE p.id IS NOT NULL)"
+)
+
+
+def patient_ids(reader: IndexReader) -> list[str]:
+    """Every patient ID with a serving instance, sorted: the skip scan alone (``find``)."""
+    return [row[0] for row in reader.rows(f"{_PATIENT_IDS} SELECT id FROM p WHERE id IS NOT NULL")]
 
 
 def patients(reader: IndexReader) -> list[PatientRow]:
     """Every patient ID with a serving instance, sorted, with its first-indexed instance's name."""
     rows = reader.rows(
-        "WITH RECURSIVE p(id) AS ("
-        " SELECT min(patient_id) FROM instances WHERE serving = 1"
-        " UNION ALL SELECT (SELECT min(patient_id) FROM instances"
-        "  WHERE serving = 1 AND patient_id > p.id) FROM p WHERE p.id IS NOT NULL"
-        "), first(id, file_id) AS ("
+        f"{_PATIENT_IDS}, first(id, file_id) AS ("
         " SELECT id, (SELECT file_id FROM instances WHERE serving = 1 AND patient_id = p.id"
         "  ORDER BY file_id LIMIT 1) FROM p WHERE id IS NOT NULL"
         ") SELECT first.id, d.patient_name, f.path FROM first"

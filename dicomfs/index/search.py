@@ -19,20 +19,18 @@ Query plans at a million instances (EXPLAIN QUERY PLAN, benchmark index of
 4,000 patients): a patient ID is one seek of the partial index
 ``instances_patient``; wildcard IDs are matched in Python against the
 distinct patient IDs (a skip scan: one seek per patient), then looked up the
-same way. (``people.patients`` also reads each patient's name and file:
-twice the time of the IDs alone, which this module reads with the same
-skip scan.) Free text always drives the join (``details_fts CROSS JOIN
-instances``): left to itself the planner may put instances first and run
-the MATCH once per row, which for a prefix term took half a minute. When
-patients are known, the full-text scan is bounded to the row range of
-their instances (FTS5 seeks to it). Patient names use the full-text index
-too: the pattern's leading letters become an initial-token prefix query
-(``patient_name : ^ "smi" *``) and the whole wildcard is checked in Python
-on the distinct (patient, name) pairs found; a pattern that starts with a
-wildcard is checked against all of them (a scan). Dates, modalities and
-levels filter the rows found by those indexes, or scan when nothing else
-narrows the search.
-"""
+same way (``people.patient_ids``; ``people.patients`` also reads each
+patient's name and file, twice the time of the IDs alone). Free text always
+drives the join (``details_fts CROSS JOIN instances``): left to itself the
+planner may put instances first and run the MATCH once per row, which for a
+prefix term took half a minute. When patients are known, the full-text scan
+is bounded to the row range of their instances (FTS5 seeks to it). Patient
+names use the full-text index too: the pattern's leading letters become an
+initial-token prefix query (``patient_name : ^ "smi" *``) and the whole
+wildcard is checked in Python on the distinct (patient, name) pairs found; a
+pattern that starts with a wildcard is checked against all of them (a scan).
+Dates, modalities and levels filter the rows found by those indexes, or scan
+when nothing else narrows the search."""
 
 from __future__ import annotations
 
@@ -47,7 +45,7 @@ from typing import Any
 import sqlite_utils
 
 from dicomfs.errors import IndexUnavailableError
-from dicomfs.index.people import patient_exists
+from dicomfs.index.people import patient_exists, patient_ids
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.rows import PLAN_CLASSES
 from dicomfs.index.schema import SEARCH_COLUMNS
@@ -314,19 +312,7 @@ def _patient_ids(reader: IndexReader, pattern: str) -> list[str] | None:
     if exact and (pattern.lower() == pattern.upper() or patient_exists(reader, pattern)):
         return [pattern]
     matches = wildcard(pattern).fullmatch
-    return [patient_id for patient_id in _all_patient_ids(reader) if matches(patient_id)]
-
-
-def _all_patient_ids(reader: IndexReader) -> list[str]:
-    """Every patient ID with a serving instance: one seek of ``instances_patient`` each."""
-    rows = reader.rows(
-        "WITH RECURSIVE p(id) AS ("
-        " SELECT min(patient_id) FROM instances WHERE serving = 1"
-        " UNION ALL SELECT (SELECT min(patient_id) FROM instances"
-        "  WHERE serving = 1 AND patient_id > p.id) FROM p WHERE p.id IS NOT NULL"
-        ") SELECT id FROM p WHERE id IS NOT NULL"
-    )
-    return [row[0] for row in rows]
+    return [patient_id for patient_id in patient_ids(reader) if matches(patient_id)]
 
 
 def _names(

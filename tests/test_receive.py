@@ -26,6 +26,7 @@ from net_helpers import (
     echoscu,
     free_port,
     read_store,
+    require_tool,
     same_dataset,
     store_responses,
     storescu,
@@ -300,6 +301,58 @@ def test_identity_is_read_in_every_transfer_syntax_the_demo_writes(
         assert identity.sop_instance_uid == uid
         seen.add(ts)
     assert {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"} <= seen
+
+
+def test_explicit_big_endian_is_accepted_and_stored_as_received(
+    demo_set, receiver: ReceiverHandle, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Retired, but old systems still send it (Orthanc accepts it): from dcmtk and pynetdicom."""
+    from pydicom.uid import ExplicitVRBigEndian
+    from pynetdicom import AE
+
+    patient = demo_set.patients[0]
+    (source,) = [
+        demo_set.root / rel
+        for uid, rel in patient.files.items()
+        if patient.encodings[uid] == "big_endian"
+    ]
+    # dcmtk, proposing Big Endian first (-xb; not the helper's +C, which puts
+    # Implicit VR first): the file goes over the wire as it is.
+    require_tool("storescu")
+    result = subprocess.run(
+        ["storescu", "-v", "-xb", "-aec", "DICOMFS", "127.0.0.1", str(receiver.port), str(source)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert store_responses(result) == ["Success"], result.stderr
+    stored = read_store(receiver.store)
+    uid = str(dcmread(source, stop_before_pixels=True).SOPInstanceUID)
+    assert str(dcmread(stored[uid]).file_meta.TransferSyntaxUID) == ExplicitVRBigEndian
+    assert _dataset_bytes(stored[uid]) == _dataset_bytes(source)  # byte for byte
+
+    # pynetdicom, with a Big Endian context only, a copy of the same object under a new UID.
+    ds = dcmread(source)
+    ds.SOPInstanceUID = "2.25.1234567890"
+    ae = AE(ae_title="BIGENDIAN")
+    ae.add_requested_context(ds.SOPClassUID, ExplicitVRBigEndian)
+    assoc = ae.associate("127.0.0.1", receiver.port, ae_title="DICOMFS")
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(ds)
+    finally:
+        assoc.release()
+    assert status.Status == STATUS_SUCCESS
+    stored = read_store(receiver.store)
+    received = dcmread(stored["2.25.1234567890"])
+    assert str(received.file_meta.TransferSyntaxUID) == ExplicitVRBigEndian
+    assert (
+        received.PatientID == ds.PatientID
+        and _dataset_bytes(stored["2.25.1234567890"])[1] == ExplicitVRBigEndian
+    )
+    view_index = tmp_path / "index.sqlite"
+    writer = IndexWriter(view_index)
+    report = reconcile(writer, [receiver.store], workers=1)
+    writer.close()
+    assert report.rejected == 0 and report.indexed == 2
 
 
 def test_undecodable_dataset_is_answered_cannot_understand(tmp_path: Path) -> None:

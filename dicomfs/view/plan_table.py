@@ -6,9 +6,10 @@ date, approval, intent, the number of objects in its package, the number
 of references that are not indexed, and a state:
 
 * ``complete``: nothing missing, and the plan names a structure set;
-* ``N missing``: N references of the package are not indexed;
-* ``no structure set``: nothing missing, but the plan names no structure
-  set (a plan exported without its contours, or a QA plan).
+* ``no structure set``: the plan names none (a QA plan, or a plan exported
+  without the reference; a treatment plan then also counts the study-level
+  line of its missing.txt among its missing);
+* ``N missing``: N references of the package are not indexed.
 
 Building a row builds the plan's package (``index.graph``), so the table
 costs one package per plan; the mount caches it like any generated file.
@@ -71,10 +72,10 @@ def plan_lines(reader: IndexReader, paths: Mapping[str, str]) -> list[PlanLine]:
             edge.edge.role is Role.STRUCTURE_SET for edge in reader.forward_edges(plan.sop_uid)
         )
         missing = len(pkg.missing)
-        if missing:
-            state = f"{missing} missing"
-        elif not names_structures:
+        if not names_structures:
             state = "no structure set"
+        elif missing:
+            state = f"{missing} missing"
         else:
             state = "complete"
         members = {

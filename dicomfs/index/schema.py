@@ -160,6 +160,9 @@ CREATE TABLE IF NOT EXISTS details (
     approval_status TEXT NOT NULL,
     review_date TEXT NOT NULL
 );
+-- find --date: a range seek instead of a scan of every instance (bench/human_bench.py:
+-- 242 -> 13 ms p50 at a million instances, for 17 bytes per instance).
+CREATE INDEX IF NOT EXISTS details_study_date ON details(study_date);
 """
 
 

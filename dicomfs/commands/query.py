@@ -189,6 +189,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"capped        {status.capped_objects} objects hit a size bound while parsing: "
                 "indexed with their first references only (flag edges_capped)"
             )
+        if status.details_pending:
+            lines.append(
+                "upgraded      names, dates and descriptions are read again from every file "
+                "at the next scan (`dicomfs index`, or serve's): patients/ answers "
+                "'try again' until then"
+            )
         if status.last_scan:
             import datetime as dt
 

@@ -446,6 +446,7 @@ class IndexReader:
             last_scan=float(last_scan) if last_scan else None,
             index_path=str(self.path),
             capped_objects=counts["capped"],
+            details_pending=self.details_pending(),
         )
 
     def quick_check(self) -> str:

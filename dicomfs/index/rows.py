@@ -126,6 +126,9 @@ class IndexStatus:
     # Objects that hit a per-object bound while parsing (reliability.md D6):
     # indexed with their first references only, flagged edges_capped.
     capped_objects: int = 0
+    # Upgraded to schema 3 and not every file's details read again yet: the
+    # patients/ tree answers "rebuilding" until the next scan completes.
+    details_pending: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +143,7 @@ class IndexStatus:
             "last_scan": self.last_scan,
             "index_path": self.index_path,
             "capped_objects": self.capped_objects,
+            "details_pending": self.details_pending,
         }
 
 

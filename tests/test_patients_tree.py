@@ -572,6 +572,37 @@ def test_a_patient_id_that_mimics_a_suffixed_name_hides_no_patient(
         view.close()
 
 
+def test_series_uids_that_look_like_the_trees_own_words_change_nothing(
+    tmp_path: Path, build_index: BuildIndex
+) -> None:
+    """Series UIDs "series", "plans", "list" (unsafe, still indexed): every file stays reachable.
+
+    The tree caches its listings under keys that hold values from files; a
+    value equal to a word of the key scheme must not find another listing.
+    """
+    s = Study(tmp_path / "src", "15", "PAT-W", "Word^Uid")
+    paths = []
+    for n, series_uid in enumerate(("series", "plans", "list", "members"), start=1):
+        ds = _common(s, CT_CLASS, s.uid(2, n), "CT", n, f"word {series_uid}")
+        with lenient():
+            ds.SeriesInstanceUID = series_uid
+        paths.append(str(_save(s, ds, f"w{n}.dcm")))
+    index = tmp_path / "index.sqlite"
+    build_index(index, [tmp_path / "src"], 1)
+    view = View(
+        lambda: IndexReader(index), dir_uid=0, dir_gid=0, mount_time_ns=0, names="id",
+        cache_ttl=60,  # every listing cached: the keys are what is tested
+    )  # fmt: skip
+    try:
+        for _ in range(2):  # the second walk answers from the cache
+            reached = {
+                node.real_path for _, node in walk(view, "patients") if isinstance(node, FileNode)
+            }
+            assert reached == set(paths)
+    finally:
+        view.close()
+
+
 # -- plans.tsv on the demo patients ----------------------------------------------------------
 
 

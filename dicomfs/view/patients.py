@@ -180,7 +180,7 @@ class PatientsTree:
                 for p in people.patients(self._host.reader)
             )
 
-        return self._host.cache.get(("patients",), build)
+        return self._host.cache.get(("patients", "list"), build)
 
     def plan_paths(self) -> dict[str, str]:
         """{plan UID: its folder under patients/} for every plan, from two queries."""
@@ -201,11 +201,14 @@ class PatientsTree:
 
         return self._host.cache.get(("patients", "by-id"), build)
 
+    # Cache keys start with what they hold: the values after it come from files,
+    # and a series UID "series" must not find a listing of series.
+
     def _plans(self, pid: str) -> dict[str, InstanceRow]:
         def build() -> dict[str, InstanceRow]:
             return _plan_names(people.plans(self._host.reader, pid))
 
-        return self._host.cache.get(("patients", pid, "plans"), build)
+        return self._host.cache.get(("patients", "plans", pid), build)
 
     def _studies(self, pid: str) -> dict[str, people.StudyRow]:
         def build() -> dict[str, people.StudyRow]:
@@ -214,7 +217,7 @@ class PatientsTree:
                 for s in people.studies(self._host.reader, pid)
             )
 
-        return self._host.cache.get(("patients", pid, "studies"), build)
+        return self._host.cache.get(("patients", "studies", pid), build)
 
     def _series(self, pid: str, study_uid: str) -> dict[str, people.SeriesRow]:
         def build() -> dict[str, people.SeriesRow]:
@@ -228,7 +231,7 @@ class PatientsTree:
                 for s in rows
             )
 
-        return self._host.cache.get(("patients", pid, study_uid, "series"), build)
+        return self._host.cache.get(("patients", "series", pid, study_uid), build)
 
     def _members(self, pid: str, study_uid: str, series_uid: str) -> dict[str, ListingRow]:
         def build() -> dict[str, ListingRow]:
@@ -241,7 +244,7 @@ class PatientsTree:
                 extension=".dcm",
             )
 
-        return self._host.cache.get(("patients", pid, study_uid, series_uid), build)
+        return self._host.cache.get(("patients", "members", pid, study_uid, series_uid), build)
 
 
 def _plan_names(rows: list[people.PlanRow]) -> dict[str, InstanceRow]:

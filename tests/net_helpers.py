@@ -2,7 +2,9 @@
 
 Everything is started by the tests on free ports, waits with deadlines
 (never fixed sleeps), and dumps the peer's log when it does not come up.
-Orthanc runs from the Debian package with a configuration generated into a
+dcmtk's dcmqrscp is the IMAGE-level archive (it answers every level and
+logs each retrieve request, so a test can read what it served). Orthanc
+runs from the Debian package with a configuration generated into a
 temporary folder: storage and index there, HTTP on loopback only
 (RemoteAccessAllowed false), and DICOM access limited to known AE titles
 at 127.0.0.1 (DicomCheckModalityHost), because Orthanc 1.10 cannot bind
@@ -64,9 +66,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def require_tool(name: str) -> str:
+    """The tool's path; a skip when it is missing, a failure in CI (CI=true), where it must be."""
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (scripts/setup.sh --test installs it)")
+        why = f"{name} is not installed (scripts/setup.sh --test installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
     return path
 
 
@@ -278,6 +284,125 @@ class Orthanc:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self.process = None
+
+
+QR_AE = "QRSCP"
+# A retrieve request as dcmqrscp -v logs it: the header, then the identifier dump.
+_RETRIEVE_LOG = re.compile(r"(?:Get|Move) SCP Request Identifiers: *\nI: *\n(.*?)\nI: *\n", re.S)
+_STUDY_LINE = re.compile(r"\(0020,000d\) UI \[([^\]]*)\]")
+
+
+@dataclass
+class Dcmqrscp:
+    """dcmtk's archive: start() writes its config, launches it and waits until it answers.
+
+    It forks one process per association (the default): dcmtk 3.6.7's
+    single-process mode crashes when a C-GET association is released.
+    ``move_port`` is where C-MOVE deliveries to our AE title go.
+    """
+
+    root: Path
+    move_port: int | None = None
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{QR_AE}@127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "dcmqrscp.log"
+
+    def config(self) -> str:
+        storage = self.root / "db"
+        storage.mkdir(parents=True, exist_ok=True)
+        return (
+            f"NetworkTCPPort = {self.port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+            "HostTable BEGIN\n"
+            f"dicomfs = ({OUR_AE}, 127.0.0.1, {self.move_port or 104})\n"
+            "HostTable END\n"
+            "VendorTable BEGIN\nVendorTable END\n"
+            "AETable BEGIN\n"
+            f"{QR_AE} {storage} RW (500, 1024mb) ANY\n"
+            "AETable END\n"
+        )
+
+    def start(self) -> None:
+        binary = require_tool("dcmqrscp")
+        require_tool("echoscu")
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "dcmqrscp.cfg"
+        config.write_text(self.config())
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [binary, "-v", "-c", str(config), str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            wait_until(self._answers, START_TIMEOUT, "dcmqrscp to answer C-ECHO")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"dcmqrscp did not start; its log:\n{self.log()}") from None
+
+    def _answers(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"dcmqrscp exited at start; its log:\n{self.log()}")
+        return echoscu(self.port, called=QR_AE, calling=OUR_AE) == 0
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return "(no log)"
+
+    def upload(self, paths: Iterable[Path]) -> None:
+        files = list(paths)
+        result = storescu(self.port, files, called=QR_AE, calling=UPLOADER_AE)
+        statuses = store_responses(result)
+        assert result.returncode == 0 and statuses == ["Success"] * len(files), (
+            result.stderr[-3000:] + self.log()
+        )
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def retrieved_studies(self, since: int = 0) -> list[str]:
+        """The Study Instance UID of each C-GET and C-MOVE request it was sent (after ``since``)."""
+        with self.log_path.open("rb") as handle:
+            handle.seek(since)
+            text = handle.read().decode(errors="replace")
+        return [
+            study
+            for block in _RETRIEVE_LOG.findall(text)
+            for study in _STUDY_LINE.findall(block)[:1]
+        ]
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+
+@contextlib.contextmanager
+def running_dcmqrscp(root: Path, *, move_port: int | None = None) -> Iterator[Dcmqrscp]:
+    server = Dcmqrscp(root, move_port=move_port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @contextlib.contextmanager

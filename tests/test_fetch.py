@@ -1,15 +1,20 @@
-"""``dicomfs fetch`` against a real Orthanc PACS on loopback, started by the tests.
+"""``dicomfs fetch`` against real PACS on loopback (Orthanc, dcmqrscp), started by the tests.
 
-Each test indexes a folder holding only a plan and its doses (what a TPS
-export often is), so the package misses its structure set, the DRR and,
-once the structure set arrives, the CT slices. The PACS holds both demo
-patients, so there is always something unrelated that must not be
-retrieved. Two configurations:
+The forward tests (``--forward-only``, today's behaviour) index a folder
+holding only a plan and its doses (what a TPS export often is), so the
+package misses its structure set, the DRR and, once the structure set
+arrives, the CT slices. The reverse tests index the plan alone: after one
+fetch the package must equal the package of the same patient indexed
+locally, doses, records and all. The PACS hold both demo patients and a
+second study of the first one with a dose naming its plan (out of bounds
+by design: only the studies the package lives in are searched), so there
+is always something unrelated that must not be retrieved. Configurations:
 
 - Orthanc as shipped: answers IMAGE-level C-FIND, C-GET and C-MOVE;
 - Orthanc restricted to STUDY/SERIES level (a Lua filter refuses IMAGE-level
   C-FIND, as series-only PACS do): the series-level fallback must fetch the
-  series holding the missing objects and nothing else.
+  series holding the missing objects and nothing else;
+- dcmqrscp, an IMAGE-level archive that logs every retrieve request.
 """
 
 from __future__ import annotations
@@ -17,14 +22,24 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from net_helpers import OUR_AE, PACS_AE, Orthanc, free_port, running_orthanc, series_in_store
+from net_helpers import (
+    OUR_AE,
+    PACS_AE,
+    Dcmqrscp,
+    Orthanc,
+    free_port,
+    running_dcmqrscp,
+    running_orthanc,
+    series_in_store,
+)
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from dicomfs.commands.net import register
 from dicomfs.demo.patients import DemoPatient, DemoSet
@@ -32,6 +47,7 @@ from dicomfs.errors import ConfigError
 from dicomfs.index import IndexReader, IndexWriter, graph
 from dicomfs.live.scan import reconcile
 from dicomfs.net.fetch import FetchOptions, fetch
+from dicomfs.net.fetch_reverse import REVERSE_MODALITIES
 from dicomfs.net.pacs import (
     PacsAddress,
     PacsError,
@@ -56,36 +72,93 @@ def _series_of(demo: DemoSet, patient: DemoPatient, uid: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def other_study(demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second study of patient 1 holding a dose that names its plan.
+
+    Out of bounds by design: the reverse search looks only in the studies
+    the package lives in, so no fetch may retrieve it.
+    """
+    patient = demo_set.patients[0]
+    ds = dcmread(demo_set.root / patient.files[patient.beam_dose_uids[0]])
+    seed = [patient.study_uid, "another study of the patient"]
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[*seed, "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[*seed, "series"])
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[*seed, "dose"])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    path = tmp_path_factory.mktemp("other-study") / "dose.dcm"
+    ds.save_as(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def move_port() -> int:
     return free_port()
 
 
 @pytest.fixture(scope="module")
 def full_pacs(
-    demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory, move_port: int
+    demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory, move_port: int, other_study: Path
 ) -> Iterator[Orthanc]:
     """Orthanc answering every level, holding every object of both demo patients."""
     with running_orthanc(tmp_path_factory.mktemp("orthanc-full"), move_port=move_port) as server:
-        server.upload(_all_files(demo_set))
+        server.upload([*_all_files(demo_set), other_study])
         yield server
 
 
 @pytest.fixture(scope="module")
 def series_only_pacs(
-    demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory
+    demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory, other_study: Path
 ) -> Iterator[Orthanc]:
     """Series-level only, holding everything: the other structure sets and the portal
     image of patient 1 are decoys of the same study, modality and size."""
     with running_orthanc(tmp_path_factory.mktemp("orthanc-series"), series_only=True) as server:
-        server.upload(_all_files(demo_set))
+        server.upload([*_all_files(demo_set), other_study])
         yield server
 
 
-def _plan_index(tmp_path: Path, demo: DemoSet, patient: DemoPatient, *plans: Path) -> Path:
+@pytest.fixture(scope="module")
+def archive(
+    demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory, other_study: Path
+) -> Iterator[Dcmqrscp]:
+    """dcmqrscp (IMAGE level, C-GET) holding everything the Orthanc instances hold."""
+    with running_dcmqrscp(tmp_path_factory.mktemp("dcmqrscp")) as server:
+        server.upload([*_all_files(demo_set), other_study])
+        yield server
+
+
+@pytest.fixture(scope="module")
+def local_index(
+    demo_set: DemoSet, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[DemoPatient], Path]:
+    """Every object of a patient indexed locally: the package a fetch must end up with."""
+    built: dict[str, Path] = {}
+
+    def index_of(patient: DemoPatient) -> Path:
+        if patient.patient_id not in built:
+            folder = tmp_path_factory.mktemp("patient")
+            for rel in patient.files.values():
+                target = folder / "files" / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(demo_set.root / rel, target)
+            built[patient.patient_id] = folder / "index.sqlite"
+            writer = IndexWriter(built[patient.patient_id])
+            reconcile(writer, [folder / "files"], workers=1)
+            writer.close()
+        return built[patient.patient_id]
+
+    return index_of
+
+
+def _plan_index(
+    tmp_path: Path, demo: DemoSet, patient: DemoPatient, *plans: Path, doses: bool = True
+) -> Path:
     """An index of a folder holding only the plan and its doses (plus any extra plan files)."""
     folder = tmp_path / "tps-export"
     folder.mkdir()
-    for uid in (patient.plan_uid, patient.plan_dose_uid, *patient.beam_dose_uids):
+    uids = [patient.plan_uid]
+    if doses:
+        uids += [patient.plan_dose_uid, *patient.beam_dose_uids]
+    for uid in uids:
         source = demo.root / patient.files[uid]
         shutil.copy(source, folder / source.name)
     for extra in plans:
@@ -123,6 +196,48 @@ def _stored_uids(store: Path) -> set[str]:
     return {uid for uids in series_in_store(store).values() for uid in uids}
 
 
+def _stored_studies(store: Path) -> set[str]:
+    return {
+        str(dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+        for path in store.rglob("*")
+        if path.is_file() and not path.name.startswith(".")
+    }
+
+
+def _package_view(index: Path, plan_uid: str) -> dict[str, list[tuple[str, ...]]]:
+    """What a package is made of: its members (UID, role, via) and what it misses."""
+    reader = IndexReader(index)
+    try:
+        pkg = graph.package(reader, plan_uid)
+    finally:
+        reader.close()
+
+    def members(items: list[graph.Member]) -> list[tuple[str, ...]]:
+        return sorted((m.sop_uid, m.role, m.via) for m in items)
+
+    return {
+        "references": members(pkg.references),
+        "referenced_by": members(pkg.referenced_by),
+        "registrations": members(pkg.registrations),
+        "missing": sorted((m.level.value, m.uid, m.expected) for m in pkg.missing),
+    }
+
+
+def _looked_at_expected(local: Path, patient: DemoPatient) -> set[str]:
+    """Objects of the searched kinds in the plan's study that its package does not hold."""
+    reader = IndexReader(local)
+    try:
+        pkg = graph.package(reader, patient.plan_uid)
+        held = {m.sop_uid for m in [*pkg.references, *pkg.referenced_by, *pkg.registrations]}
+        return {
+            i.sop_uid
+            for i in reader.study_instances(patient.study_uid)
+            if i.modality in REVERSE_MODALITIES and i.sop_uid not in held
+        }
+    finally:
+        reader.close()
+
+
 def _closed_pacs() -> PacsAddress:
     """An address nobody answers at: fetch must fail clearly, or not call at all."""
     return PacsAddress("NOBODY", "127.0.0.1", free_port())
@@ -146,9 +261,9 @@ class FetchBench:
     def store(self) -> Path:
         return self.root / "store"
 
-    def index_plan(self, patient: DemoPatient, *plans: Path) -> Path:
+    def index_plan(self, patient: DemoPatient, *plans: Path, doses: bool = True) -> Path:
         """Index the plan-only export of ``patient`` (see ``_plan_index``) and use it."""
-        self.index = _plan_index(self.root, self.demo, patient, *plans)
+        self.index = _plan_index(self.root, self.demo, patient, *plans, doses=doses)
         return self.index
 
     def options(self, **changes: Any) -> FetchOptions:
@@ -192,7 +307,9 @@ def test_fetch_retrieves_exactly_what_the_plan_misses(
         f'[pacs.archive]\nae_title = "{PACS_AE}"\nhost = "127.0.0.1"\n'
         f"port = {full_pacs.dicom_port}\n"
     )
-    code, out = bench.cli(patient.plan_uid, "archive", "--config", str(config), "--our-ae", OUR_AE)
+    code, out = bench.cli(
+        patient.plan_uid, "archive", "--config", str(config), "--our-ae", OUR_AE, "--forward-only"
+    )
     assert code == 0, out
     assert _missing(index, patient.plan_uid) == []
     assert _stored_uids(bench.store) == _needed(demo_set, patient)  # nothing unrelated
@@ -203,10 +320,15 @@ def test_fetch_retrieves_exactly_what_the_plan_misses(
 
 @pytest.mark.slow
 def test_fetch_over_c_move_to_our_own_receiver(
-    demo_set: DemoSet, full_pacs: Orthanc, move_port: int, bench: FetchBench
+    demo_set: DemoSet,
+    full_pacs: Orthanc,
+    move_port: int,
+    bench: FetchBench,
+    local_index: Callable[[DemoPatient], Path],
 ) -> None:
+    """Both halves over C-MOVE: the plan alone locally, the whole package after one fetch."""
     patient = demo_set.patients[1]
-    index = bench.index_plan(patient)
+    index = bench.index_plan(patient, doses=False)
     code, out = bench.cli(
         patient.plan_uid,
         full_pacs.address,
@@ -218,9 +340,11 @@ def test_fetch_over_c_move_to_our_own_receiver(
         "127.0.0.1",
     )
     assert code == 0, out
-    assert "C-MOVE" in out
-    assert _missing(index, patient.plan_uid) == []
-    assert _stored_uids(bench.store) == _needed(demo_set, patient)
+    assert "C-MOVE" in out and "C-GET" not in out
+    assert _package_view(index, patient.plan_uid) == _package_view(
+        local_index(patient), patient.plan_uid
+    )
+    assert _stored_studies(bench.store) == {patient.study_uid}
 
 
 @pytest.mark.slow
@@ -230,7 +354,7 @@ def test_all_missing_fetches_for_every_plan(
     first, second = demo_set.patients
     extra = [demo_set.root / second.files[u] for u in (second.plan_uid, second.plan_dose_uid)]
     index = bench.index_plan(first, *extra)
-    code, out = bench.cli("--all-missing", full_pacs.address)
+    code, out = bench.cli("--all-missing", full_pacs.address, "--forward-only")
     assert code == 0, out
     assert _missing(index, first.plan_uid) == [] and _missing(index, second.plan_uid) == []
     assert _stored_uids(bench.store) == _needed(demo_set, first) | _needed(demo_set, second)
@@ -243,7 +367,9 @@ def test_object_the_pacs_does_not_have_is_reported_still_missing(
     patient = demo_set.patients[0]
     orphan = demo_set.root / patient.files[patient.missing_structure_set_plan_uid]
     bench.index_plan(patient, orphan)
-    code, out = bench.cli(patient.missing_structure_set_plan_uid, full_pacs.address)
+    code, out = bench.cli(
+        patient.missing_structure_set_plan_uid, full_pacs.address, "--forward-only"
+    )
     assert code == 1
     assert f"not found  structure_set   {patient.missing_structure_set_uid}" in out
     assert f"still missing for plan {patient.missing_structure_set_plan_uid}: 1" in out
@@ -300,7 +426,7 @@ def test_series_only_pacs_gets_only_the_series_holding_the_missing_objects(
     with running_orthanc(tmp_path_factory.mktemp("orthanc-strict"), series_only=True) as server:
         server.upload(held)
         index = bench.index_plan(patient)
-        code, out = bench.cli(patient.plan_uid, server.address)
+        code, out = bench.cli(patient.plan_uid, server.address, "--forward-only")
     assert code == 0, out
     assert _missing(index, patient.plan_uid) == []
     stored = series_in_store(bench.store)
@@ -320,7 +446,7 @@ def test_series_only_pacs_tries_candidates_one_at_a_time_and_stops_on_arrival(
     report = fetch(
         parse_address(series_only_pacs.address),
         [patient.plan_uid],
-        bench.options(),
+        bench.options(forward_only=True),
         progress=progress.append,
     )
     assert report.complete, progress
@@ -338,6 +464,95 @@ def test_series_only_pacs_tries_candidates_one_at_a_time_and_stops_on_arrival(
     untouched = {patient.mr_series_uid, other.ct_series_uid, other.mr_series_uid}
     assert not set(order) & untouched
     assert not {s.study_uid for s in report.series_retrieved} - {patient.study_uid}
+
+
+# -- the reverse half: what names the plan --------------------------------------------
+
+
+@pytest.mark.slow
+def test_one_fetch_from_an_image_level_archive_completes_both_halves(
+    demo_set: DemoSet,
+    archive: Dcmqrscp,
+    bench: FetchBench,
+    local_index: Callable[[DemoPatient], Path],
+) -> None:
+    patient = demo_set.patients[0]
+    local = local_index(patient)
+    index = bench.index_plan(patient, doses=False)
+    log_mark = archive.log_size()
+    code, out = bench.cli(patient.plan_uid, archive.address, "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["complete"], out
+
+    assert _package_view(index, patient.plan_uid) == _package_view(local, patient.plan_uid)
+    reverse = {item["sop_instance_uid"] for item in summary["reverse_found"]}
+    assert set(patient.beam_dose_uids) | {patient.record_uid} <= reverse
+    # Retrieved only to be looked at: the patient's other plans, doses, images
+    # and records of the study, every one of them indexed all the same.
+    looked_at = {item["sop_instance_uid"] for item in summary["looked_at"]}
+    assert looked_at == _looked_at_expected(local, patient)
+    reader = IndexReader(index)
+    try:
+        assert looked_at <= set(reader.instances(looked_at))
+    finally:
+        reader.close()
+    # Within bounds: the plan's study only (not the other study of the same
+    # patient, whose dose names the plan too), and nothing indexed retrieved again.
+    assert _stored_studies(bench.store) == {patient.study_uid}
+    assert set(archive.retrieved_studies(since=log_mark)) == {patient.study_uid}
+    assert patient.plan_uid not in _stored_uids(bench.store)
+    assert summary["methods"] == ["get"]
+
+
+@pytest.mark.slow
+def test_one_fetch_from_a_series_only_pacs_completes_both_halves(
+    demo_set: DemoSet,
+    series_only_pacs: Orthanc,
+    bench: FetchBench,
+    local_index: Callable[[DemoPatient], Path],
+) -> None:
+    patient, other = demo_set.patients
+    local = local_index(patient)
+    index = bench.index_plan(patient, doses=False)
+    code, out = bench.cli(patient.plan_uid, series_only_pacs.address)
+    assert code == 0, out
+
+    assert _package_view(index, patient.plan_uid) == _package_view(local, patient.plan_uid)
+    assert "IMAGE level" not in out and "SERIES level" in out
+    assert "(reverse search: in the package now)" in out
+    # What is not in the package: the other plans of the study, and the
+    # structure sets the series-level search for the plan's had to open.
+    stored = series_in_store(bench.store)
+    view = _package_view(index, patient.plan_uid)
+    parts = ("references", "referenced_by", "registrations")
+    members = {uid for part in parts for uid, *_ in view[part]}
+    looked_at = {s: uids - members for s, uids in stored.items() if uids - members}
+    assert _looked_at_expected(local, patient) <= {u for uids in looked_at.values() for u in uids}
+    count = sum(len(uids) for uids in looked_at.values())
+    assert f"retrieved to be looked at: {count} object(s) in {len(looked_at)} series" in out
+    assert _stored_studies(bench.store) == {patient.study_uid}
+    assert not stored.keys() & {other.ct_series_uid, other.mr_series_uid}
+    # Series complete in the index are not retrieved again: the plan's own.
+    assert _series_of(demo_set, patient, patient.plan_uid) not in stored
+
+
+@pytest.mark.slow
+def test_forward_only_retrieves_no_dose_the_plan_does_not_name(
+    demo_set: DemoSet, archive: Dcmqrscp, bench: FetchBench
+) -> None:
+    patient = demo_set.patients[0]
+    index = bench.index_plan(patient, doses=False)
+    code, out = bench.cli(patient.plan_uid, archive.address, "--forward-only")
+    assert code == 0, out
+    stored = _stored_uids(bench.store)
+    assert stored == _needed(demo_set, patient) | {patient.plan_dose_uid}
+    assert not stored & {*patient.beam_dose_uids, patient.record_uid}
+    reverse_hits = _package_view(index, patient.plan_uid)["referenced_by"]
+    assert {uid for uid, _role, _via in reverse_hits} == {
+        patient.plan_dose_uid,
+        patient.rt_image_uid,
+    }
+    assert "looked at" not in out and "reverse search" not in out
 
 
 # -- addresses and config ------------------------------------------------------------
@@ -368,7 +583,7 @@ def test_unreachable_pacs_is_a_clear_error(demo_set: DemoSet, demo_bench: FetchB
         fetch(_closed_pacs(), [patient.missing_structure_set_plan_uid], options, progress=print)
 
 
-def test_complete_plan_does_not_contact_the_pacs(
+def test_complete_plan_asks_the_pacs_only_for_what_names_it(
     demo_set: DemoSet,
     demo_index: Path,
     demo_bench: FetchBench,
@@ -377,12 +592,16 @@ def test_complete_plan_does_not_contact_the_pacs(
     patient = demo_set.patients[0]
     assert _missing(demo_index, patient.plan_uid) == []
     closed = _closed_pacs()
-    report = fetch(closed, [patient.plan_uid], demo_bench.options(timeout=10), progress=print)
+    options = demo_bench.options(timeout=10, forward_only=True)
+    report = fetch(closed, [patient.plan_uid], options, progress=print)
     assert report.complete and not report.outcomes
     capsys.readouterr()
-    code, out = demo_bench.cli(patient.plan_uid, str(closed), "--json")
+    code, out = demo_bench.cli(patient.plan_uid, str(closed), "--json", "--forward-only")
     assert code == 0
     assert json.loads(out)["complete"] is True
+    # Without --forward-only a complete plan is still searched for what names it.
+    with pytest.raises(PacsError, match="no answer"):
+        fetch(closed, [patient.plan_uid], demo_bench.options(timeout=10), progress=print)
 
 
 @pytest.mark.slow

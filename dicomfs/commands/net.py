@@ -63,7 +63,7 @@ def register(sub: SubParsers) -> None:
     )
     _store_options(p)
 
-    text = "retrieve what a plan's package is missing from a PACS, then index it"
+    text = "retrieve what a plan's package is missing (and what names the plan) from a PACS"
     p = command(sub, "fetch", cmd_fetch, text)
     p.add_argument("plan_uid", nargs="?", metavar="PLAN_UID")
     p.add_argument(
@@ -111,6 +111,12 @@ def register(sub: SubParsers) -> None:
         "--candidates",
         action="store_true",
         help="for a plan naming no structure set, retrieve every RTSTRUCT series of its study",
+    )
+    p.add_argument(
+        "--forward-only",
+        action="store_true",
+        help="only what the package names; do not look for the doses, RT images, records "
+        "and plans that name the plan",
     )
     p.add_argument(
         "--timeout", type=float, default=300.0, metavar="S", help="network timeout in seconds"
@@ -161,6 +167,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         move_bind=args.move_bind,
         move_callers=tuple(check_ae_title(a, "--move-caller") for a in args.move_caller),
         candidates=args.candidates,
+        forward_only=args.forward_only,
         timeout=args.timeout,
         layout="flat" if args.flat else "series",
     )

@@ -19,15 +19,23 @@ So instead of pulling whole studies:
    retrieved only with ``candidates=True``, because nothing says which one
    the plan was made on and the package will still not name it.
 
+4. Unless ``forward_only``, the reverse half: doses, RT images, records and
+   plans name the plan, not the other way round, so the RTDOSE, RTIMAGE,
+   RTRECORD, RTPLAN (and REG) series of the studies the package lives in
+   are looked through (``fetch_reverse``); everything retrieved is indexed,
+   the package keeps what names the plan, and the report lists the rest as
+   retrieved only to be looked at.
+
 Objects land in the store folder through the same atomic writer as the
 receiver and are indexed after each round; a round's arrivals can reveal
-new needs (a structure set names its CT slices), so rounds repeat until
-nothing new arrives.
+new needs (a structure set names its CT slices, a dose its structure set)
+and new studies to search, so rounds repeat until nothing new arrives.
 
 This module runs those rounds; the pieces are ``fetch_needs`` (what is
 missing, read from the index), ``fetch_resolve`` (where to look for each
-need, at which level), ``fetch_session`` (asking the PACS, C-GET or C-MOVE)
-and ``fetch_records`` (the options and the report).
+need, at which level), ``fetch_reverse`` (what names the plan),
+``fetch_session`` (asking the PACS, C-GET or C-MOVE) and ``fetch_records``
+(the options and the report).
 """
 
 from __future__ import annotations
@@ -43,6 +51,13 @@ from dicomfs.live.scan import reconcile
 from dicomfs.net.fetch_needs import ROLE_MODALITIES, missing_for, needs_for, plans_to_fetch
 from dicomfs.net.fetch_records import FetchOptions, FetchReport, Method, Outcome, SeriesInfo
 from dicomfs.net.fetch_resolve import Resolver
+from dicomfs.net.fetch_reverse import (
+    ReverseSearch,
+    classify,
+    member_uids,
+    registration_needs,
+    search_studies,
+)
 from dicomfs.net.fetch_session import MoveTarget, PacsSession
 from dicomfs.net.pacs import PacsAddress
 from dicomfs.net.qr import Collector, Peer, ProgressFn
@@ -77,6 +92,9 @@ def fetch(
 ) -> FetchReport:
     """Retrieve what the plans (None: every plan with something missing) miss, then index it.
 
+    Unless ``options.forward_only``, also retrieve what names the plans (see
+    ``fetch_reverse``); the PACS is then asked even when nothing is missing.
+
     Raises PacsError when the PACS cannot be reached or refuses us, and the
     index errors of IndexReader/IndexWriter; a missing object the PACS does
     not have is an outcome, not an error.
@@ -84,14 +102,14 @@ def fetch(
     plans = plans_to_fetch(options.index, plan_uids)
     report = FetchReport(plans=plans)
     report.still_missing = missing_for(options.index, plans)
-    if not report.still_missing or report.complete:
+    if not plans or (options.forward_only and report.complete):
         progress("nothing is missing; the PACS was not asked")
         return report
+    before = member_uids(options.index, plans)
     options.store.mkdir(parents=True, exist_ok=True)
     collector = Collector()
     writer = StoreWriter(options.store, layout=options.layout, on_stored=collector.add)
     mover = MoveTarget(options, pacs, collector)
-    attempted: set[tuple[str, str]] = set()
     with contextlib.ExitStack() as stack:
         stack.callback(mover.stop)
         progress(f"asking {pacs} as {options.our_ae}")
@@ -99,27 +117,43 @@ def fetch(
             Peer(pacs, our_ae=options.our_ae, writer=writer, timeout=options.timeout)
         )
         session = PacsSession(peer, options, collector, mover, report, progress)
-        for round_number in range(1, options.max_rounds + 1):
-            needs = needs_for(options.index, plans, attempted)
-            if not needs:
-                break
-            attempted.update((n.ref.level.value, n.uid) for n in needs)
-            progress(f"round {round_number}: {len(needs)} missing reference(s) to look for")
-            mark = len(collector)
-            reader = IndexReader(options.index)
-            try:
+        _rounds(session, plans)
+    report.stored = collector.items()
+    report.still_missing = missing_for(options.index, plans)
+    if not options.forward_only:
+        classify(options.index, plans, before, report)
+    return report
+
+
+def _rounds(session: PacsSession, plans: list[str]) -> None:
+    """Forward needs, then the reverse search, round after round until nothing new arrives."""
+    options, progress, collector = session.options, session.progress, session.collector
+    reverse = None if options.forward_only else ReverseSearch(session)
+    attempted: set[tuple[str, str]] = set()
+    for round_number in range(1, options.max_rounds + 1):
+        needs = needs_for(options.index, plans, attempted)
+        if reverse is not None:
+            seen = attempted | {(n.ref.level.value, n.uid) for n in needs}
+            needs += registration_needs(options.index, plans, seen)
+        attempted.update((n.ref.level.value, n.uid) for n in needs)
+        mark = len(collector)
+        pending = False
+        reader = IndexReader(options.index)
+        try:
+            if needs:
+                progress(f"round {round_number}: {len(needs)} missing reference(s) to look for")
                 Resolver(session, reader).resolve(needs)
-            finally:
-                reader.close()
-            arrived = collector.since(mark)
-            if not arrived:
-                break
+            if reverse is not None:
+                pending = reverse.run(reader, search_studies(reader, plans))
+        finally:
+            reader.close()
+        arrived = collector.since(mark)
+        if arrived:
             fresh = sum(not s.duplicate for s in arrived)
             progress(f"indexing {fresh} new file(s) in {options.store}")
             index_store(options.index, options.store)
-    report.stored = collector.items()
-    report.still_missing = missing_for(options.index, plans)
-    return report
+        elif not pending:
+            break
 
 
 def index_store(index: Path, store: Path) -> None:

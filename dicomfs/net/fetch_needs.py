@@ -29,6 +29,7 @@ ROLE_MODALITIES: dict[str, frozenset[str]] = {
     "reference_image": frozenset({"RTIMAGE", "CT", "MR", "PT"}),
     "image": frozenset({"CT", "MR", "PT", "NM", "US", "CR", "DX"}),
     "source_image": frozenset({"CT", "MR", "PT", "NM", "US", "CR", "DX"}),
+    "registered_image": frozenset({"CT", "MR", "PT", "NM", "US", "CR", "DX"}),
     "registration": frozenset({"REG"}),
     "definition_source": frozenset({"SEG", "RTSTRUCT", "FID"}),
 }

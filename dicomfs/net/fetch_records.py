@@ -1,7 +1,8 @@
 """The records of a fetch: how it is asked to run and what it reports back.
 
 ``FetchOptions`` goes in, ``FetchReport`` (one ``Outcome`` per missing
-reference, the ``SeriesInfo`` of every series retrieved whole) comes out.
+reference, the ``SeriesInfo`` of every series retrieved whole, what the
+reverse search kept and what it retrieved only to look at) comes out.
 Plain data with no network or index code, so the command line, the
 summary and the tests can hold them without pulling in the fetch logic.
 """
@@ -24,7 +25,8 @@ class FetchOptions:
 
     ``move_callers`` are the calling AE titles the temporary C-MOVE receiver
     accepts (default: the PACS's own title, which is what most PACS use for
-    their outgoing associations).
+    their outgoing associations). ``forward_only`` skips the reverse search
+    (the doses, RT images, records and plans that name the plan).
     """
 
     store: Path
@@ -38,6 +40,7 @@ class FetchOptions:
     timeout: float = 300.0
     layout: Layout = "series"
     max_rounds: int = 8
+    forward_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,10 @@ class FetchReport:
     still_missing: dict[str, list[graph.MissingRef]] = field(default_factory=dict)
     image_level: bool | None = None
     methods: set[str] = field(default_factory=set)
+    # The reverse search: (package role, object) of what it brought into the
+    # package, and what it retrieved that the package does not hold.
+    reverse_found: list[tuple[str, StoredObject]] = field(default_factory=list)
+    looked_at: list[StoredObject] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:

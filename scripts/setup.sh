@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what dicomfs needs on Debian 12, idempotently:
 #  - system packages: fuse3 + libfuse3-3 (the mount), python3-venv (the venv),
-#    and with --test: dcmtk (dcmdump/storescu in tests), orthanc (a real PACS peer
+#    and with --test: dcmtk (dcmdump/storescu/dcmmkdir in tests), dicom3tools
+#    (dciodvfy checks exported media in tests), orthanc (a real PACS peer
 #    for the fetch tests), plastimatch (reads plan packages through the mount in
 #    tests), systemd (systemd-analyze), samba + smbclient + cifs-utils (the SMB
 #    share tests start their own smbd; the packaged services are disabled),
@@ -23,8 +24,9 @@ with_test=0
 [ "${1:-}" = "--test" ] && with_test=1
 
 packages=(fuse3 libfuse3-3 python3-venv ca-certificates)
-[ $with_test = 1 ] && packages+=(dcmtk orthanc plastimatch systemd procps util-linux passwd
-                                  samba smbclient cifs-utils iproute2 curl openssl acl graphviz)
+[ $with_test = 1 ] && packages+=(dcmtk dicom3tools orthanc plastimatch systemd procps util-linux
+                                  passwd samba smbclient cifs-utils iproute2 curl openssl acl
+                                  graphviz)
 
 missing=()
 for p in "${packages[@]}"; do

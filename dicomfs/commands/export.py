@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from dicomfs.commands.common import SubParsers, add_index_option, add_json_option, index_path
 from dicomfs.errors import EXIT_OK
-from dicomfs.export.media import export_plan
+from dicomfs.export.media import BYTE_FOR_BYTE, GENERAL_PURPOSE, PROFILES, export_plan
 from dicomfs.index import IndexReader
 
 _HELP = "copy a plan's package to a folder as DICOM media with a DICOMDIR"
@@ -26,6 +26,14 @@ def register(sub: SubParsers) -> None:
         action="store_true",
         help="also export the plan's registrations and the images they register",
     )
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=BYTE_FOR_BYTE,
+        help=f"media profile: {BYTE_FOR_BYTE} copies the files as they are (default); "
+        f"{GENERAL_PURPOSE} (STD-GEN-CD, as `dcmmkdir -Pgp` checks) writes every file "
+        "that is not Explicit VR Little Endian again in it, values unchanged",
+    )
     add_json_option(p)
     p.set_defaults(func=cmd_export)
 
@@ -34,7 +42,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     reader = IndexReader(index_path(args))
     try:
-        result = export_plan(reader, args.plan_uid, args.dest, registrations=args.registrations)
+        result = export_plan(
+            reader,
+            args.plan_uid,
+            args.dest,
+            registrations=args.registrations,
+            profile=args.profile,
+        )
     finally:
         reader.close()
     if args.json:
@@ -45,6 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             "files": [asdict(f) for f in result.files],
             "missing": result.missing,
             "invented": list(result.invented),
+            "profile": result.profile,
         }
         print(json.dumps(doc, indent=2, sort_keys=True))
         return EXIT_OK
@@ -55,6 +70,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     wrapped = sum(f.wrapped for f in result.files)
     if wrapped:
         print(f"{wrapped} source files had no PS3.10 header: a preamble/File Meta was added")
+    reencoded = sum(f.reencoded for f in result.files)
+    if reencoded:
+        print(
+            f"{reencoded} files were written again as Explicit VR Little Endian for the "
+            f"{result.profile} profile (values unchanged, each compared with its source)"
+        )
     if result.invented:
         print(
             f"{len(result.invented)} DICOMDIR record values were missing in the files and "

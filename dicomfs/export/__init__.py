@@ -1,5 +1,8 @@
 """Export on the side: a plan's package written as DICOM media with a DICOMDIR.
 
-Writes DICOM with pydicom (reading stays in ``dicom``). May import
-``dicom``, ``index`` and ``view``; nothing else imports it but ``commands``.
+Writes DICOM with pydicom: copies of the sources, or, for a media profile
+that allows one transfer syntax only, the same datasets encoded again (which
+means decoding them with pydicom here; deflated data is inflated by the
+parser's bounded inflater). May import ``dicom``, ``index`` and ``view``;
+nothing else imports it but ``commands``.
 """

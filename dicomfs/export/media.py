@@ -23,6 +23,19 @@ What lands on the media:
   dicomfs in front of its unchanged dataset bytes, since media must hold
   PS3.10 files. The dataset itself is never re-encoded.
 
+With ``profile="general-purpose"`` (``--profile general-purpose``) the media
+follow PS3.11 STD-GEN-CD, the General Purpose CD-R profile that ``dcmmkdir
+-Pgp`` and media importers check, which allows Explicit VR Little Endian
+only: a file in another transfer syntax (Implicit VR, Big Endian, Deflated,
+no File Meta) is written again in that one by ``explicit_le``, with the same
+values, and its DICOMDIR record names the syntax of the written file. Files
+already in Explicit VR Little Endian are copied as above. A file that cannot
+be re-encoded (compressed pixel data, which STD-GEN-CD cannot hold; values
+that would change; a source that changed) stops the export after every file
+was tried: :class:`ProfileError` names each one and why, and nothing is left
+in ``DEST``. Leaving such a file out instead would hand a planning system a
+package with a hole in it.
+
 The DICOMDIR's directory records need some values that DICOM allows an
 instance to leave empty (Study ID, Series Number, Instance Number ...). When
 a file lacks one, the record gets a stand-in (as ``dcmgpdir --invent`` does),
@@ -59,15 +72,31 @@ from pydicom.uid import (
 )
 
 from dicomfs import __version__
-from dicomfs.errors import ConfigError, DicomfsError, NotAPlanError
+from dicomfs.errors import ConfigError, NotAPlanError
+from dicomfs.export.explicit_le import NotReencodable, write_explicit_le
+from dicomfs.export.failures import ExportError, ProfileError, Unwritable
 from dicomfs.index import IndexReader, InstanceRow, graph
 
-__all__ = ["ExportError", "ExportResult", "ExportedFile", "export_plan"]
+__all__ = [
+    "BYTE_FOR_BYTE",
+    "GENERAL_PURPOSE",
+    "PROFILES",
+    "ExportError",
+    "ExportResult",
+    "ExportedFile",
+    "ProfileError",
+    "Unwritable",
+    "export_plan",
+]
 
 # Name-based UID (PS3.5 B.2) naming dicomfs as the writer of File Meta groups it adds.
 IMPLEMENTATION_CLASS_UID = f"2.25.{uuid.uuid5(uuid.NAMESPACE_DNS, 'dicomfs.export').int}"
 IMPLEMENTATION_VERSION = f"DICOMFS_{__version__}"[:16]
 FILE_SET_ID = "DICOMFS"
+# Media profiles: the sources as they are, or STD-GEN-CD (Explicit VR Little Endian only).
+BYTE_FOR_BYTE = "byte-for-byte"
+GENERAL_PURPOSE = "general-purpose"
+PROFILES = (BYTE_FOR_BYTE, GENERAL_PURPOSE)
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 
 # What pydicom's default directory recorders read (PS3.3 F.5), plus the
@@ -118,10 +147,6 @@ _REGISTRATION = ("1.2.840.10008.5.1.4.1.1.66.1", "1.2.840.10008.5.1.4.1.1.66.3")
 _FIDUCIALS = "1.2.840.10008.5.1.4.1.1.66.2"
 
 
-class ExportError(DicomfsError):
-    """The package could not be written as a File-set."""
-
-
 @dataclass(frozen=True, slots=True)
 class ExportedFile:
     """One object on the media: where it came from and its File ID."""
@@ -132,6 +157,8 @@ class ExportedFile:
     source: str
     file_id: str  # relative to DEST, "/"-separated (PT000000/ST000000/SE000000/IM000000)
     wrapped: bool  # True when a preamble / File Meta was added in front of the source bytes
+    transfer_syntax: str = ""  # of the file on the media (its DICOMDIR record says the same)
+    reencoded: bool = False  # True when written again as Explicit VR Little Endian
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +168,7 @@ class ExportResult:
     files: tuple[ExportedFile, ...]
     missing: int  # references of the package that are not indexed (``dicomfs missing``)
     invented: tuple[str, ...] = field(default=())  # "<sop uid> <Keyword>=<value>" per stand-in
+    profile: str = BYTE_FOR_BYTE
 
     @property
     def bytes(self) -> int:
@@ -153,6 +181,7 @@ class _Source:
     role: str
     prefix: bytes  # written before the source bytes: b"" for a PS3.10 file
     stub: Dataset
+    reencode: bool = False  # written again as Explicit VR Little Endian instead of copied
 
 
 # -- reading the sources ----------------------------------------------------------
@@ -173,7 +202,16 @@ def _members(pkg: graph.Package, registrations: bool) -> list[tuple[InstanceRow,
     return out
 
 
-def _read_source(inst: InstanceRow, role: str) -> _Source:
+def _read_source(inst: InstanceRow, role: str, profile: str) -> _Source:
+    source = _read_header(inst, role)
+    syntax = source.stub.file_meta.TransferSyntaxUID
+    if profile == GENERAL_PURPOSE and syntax != ExplicitVRLittleEndian:
+        source.stub.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        return _Source(inst, role, b"", source.stub, reencode=True)
+    return source
+
+
+def _read_header(inst: InstanceRow, role: str) -> _Source:
     path = inst.file.path
     try:
         with open(path, "rb") as handle:
@@ -326,10 +364,37 @@ def _copy_payload(source: _Source, target: Path) -> None:
         raise ExportError(f"cannot copy {source.inst.file.path!r}: {exc}") from exc
 
 
+def _write_member(source: _Source, target: Path) -> None:
+    if not source.reencode:
+        _copy_payload(source, target)
+        return
+    try:
+        write_explicit_le(
+            source.inst.file.path,
+            target,
+            source.inst.sop_uid,
+            (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION),
+            size=source.inst.file.size,
+        )
+    except OSError as exc:  # the media side: NotReencodable covers the source side
+        raise ExportError(f"cannot write {target.name} for {source.inst.sop_uid}: {exc}") from exc
+
+
 def export_plan(
-    reader: IndexReader, plan_uid: str, dest: Path | str, *, registrations: bool = False
+    reader: IndexReader,
+    plan_uid: str,
+    dest: Path | str,
+    *,
+    registrations: bool = False,
+    profile: str = BYTE_FOR_BYTE,
 ) -> ExportResult:
-    """Copy ``plan_uid``'s package into ``dest`` as a File-set with a DICOMDIR."""
+    """Copy ``plan_uid``'s package into ``dest`` as a File-set with a DICOMDIR.
+
+    ``profile`` is :data:`BYTE_FOR_BYTE` (files as they are) or
+    :data:`GENERAL_PURPOSE` (STD-GEN-CD: Explicit VR Little Endian only).
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown media profile {profile!r} (one of: {', '.join(PROFILES)})")
     dest = Path(os.path.abspath(dest))
     root = graph.resolve(reader, plan_uid)
     if not root.is_plan:
@@ -338,7 +403,7 @@ def export_plan(
         )
     _check_dest(dest)
     pkg = graph.package(reader, plan_uid)
-    sources = [_read_source(inst, role) for inst, role in _members(pkg, registrations)]
+    sources = [_read_source(inst, role, profile) for inst, role in _members(pkg, registrations)]
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.dicomfs-export-", dir=dest.parent))
@@ -358,10 +423,16 @@ def export_plan(
         file_set.write(staging)
         by_uid = {s.inst.sop_uid: s for s in sources}
         files: list[ExportedFile] = []
+        problems: list[Unwritable] = []
         for instance in file_set:
             source = by_uid[str(instance.SOPInstanceUID)]
             target = Path(instance.path)
-            _copy_payload(source, target)
+            try:
+                _write_member(source, target)
+            except NotReencodable as exc:
+                path = source.inst.file.path
+                problems.append(Unwritable(source.inst.sop_uid, path, exc.reason, exc.compressed))
+                continue
             files.append(
                 ExportedFile(
                     sop_uid=source.inst.sop_uid,
@@ -370,8 +441,14 @@ def export_plan(
                     source=source.inst.file.path,
                     file_id=target.relative_to(staging).as_posix(),
                     wrapped=bool(source.prefix),
+                    transfer_syntax=str(instance.TransferSyntaxUID),
+                    reencoded=source.reencode,
                 )
             )
+        if problems:
+            order = {s.inst.sop_uid: i for i, s in enumerate(sources)}
+            problems.sort(key=lambda p: order[p.sop_uid])
+            raise ProfileError(GENERAL_PURPOSE, problems, len(sources))
         if len(files) != len(sources):
             raise ExportError(f"the File-set holds {len(files)} of {len(sources)} objects")
         if dest.is_dir():
@@ -389,6 +466,7 @@ def export_plan(
         files=tuple(files),
         missing=len(pkg.missing),
         invented=tuple(inventor.notes),
+        profile=profile,
     )
 
 

@@ -4,10 +4,13 @@ Files carry canaries (unique strings) as PatientName and PatientID, and each
 is odd enough to make the parser or pydicom complain: invalid UTF-8 under
 ISO_IR 192, a VR mismatch, a malformed sequence, a truncation, a wrong VR on
 the PatientID itself, an unknown character set, a conflicting duplicate.
-The canaries must not appear in any path of the mount, in the logs of
-``dicomfs -v -v index`` and ``dicomfs -v -v serve``, or in rejected.txt,
-status.json and the CLI's status/rejected output. The index file itself
-holds patient IDs and is created 0600.
+The canaries must not appear in any path of a mount with ``names = "uid"``,
+in the logs of ``dicomfs -v -v index`` and ``dicomfs -v -v serve``, or in
+rejected.txt, status.json and the CLI's status/rejected output. With
+``names = "id"`` the PatientID appears under ``patients/`` only and the name
+nowhere; with ``"name"`` the name too, under ``patients/`` only: what paths
+carry is the setting, nothing else. The index file itself holds patient IDs
+and is created 0600.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from fuse_helpers import public_dir, wait_for
 from rel_helpers import dicomfs, serving
 
 from dicomfs.demo import ct_bytes
+from dicomfs.index import IndexReader
+from dicomfs.view.nodes import DirNode
+from dicomfs.view.tree import View
 
 NAME = "CanaryNameQx7Zeta"
 PATIENT_ID = "CANARYID9c1eW"
@@ -111,6 +117,24 @@ def write_canary_files(src: Path) -> dict[str, str]:
     return made
 
 
+def _all_paths(index: Path, names: str) -> list[str]:
+    """Every path of the view of ``index`` under the names setting ``names``."""
+    view = View(lambda: IndexReader(index), dir_uid=0, dir_gid=0, mount_time_ns=0, names=names)
+    found: list[str] = []
+    try:
+        pending = [""]
+        while pending:
+            folder = pending.pop()
+            for name, node in view.listdir(folder):
+                path = f"{folder}/{name}" if folder else name
+                found.append(path)
+                if isinstance(node, DirNode) and path.count("/") < 6:
+                    pending.append(path)
+    finally:
+        view.close()
+    return found
+
+
 def assert_no_canary(text: str | bytes, where: str) -> None:
     data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     for canary in CANARIES:
@@ -136,9 +160,18 @@ def test_canaries_never_reach_paths_logs_or_reports() -> None:
             assert_no_canary(out.stdout + out.stderr, f"dicomfs {' '.join(command)}")
         rejected = dicomfs("rejected", "--index", cli_index).stdout.decode()
         assert "truncated.dcm" in rejected and "cut-in-name.dcm" in rejected
+        for names, shown in (("uid", ()), ("id", (PATIENT_ID,)), ("name", (PATIENT_ID, NAME))):
+            paths = _all_paths(cli_index, names)
+            assert len(paths) > 20
+            for canary in CANARIES:
+                carried = [p for p in paths if canary in p]
+                if canary in shown:  # the setting's own: under patients/ only
+                    assert carried and all(p.startswith("patients/") for p in carried), names
+                else:
+                    assert not carried, f"{canary!r} in a path with names = {names!r}"
 
         index = base / "serve.sqlite"
-        with serving([base / "src"], base / "mnt", index) as serve:
+        with serving([base / "src"], base / "mnt", index, "--names", "uid") as serve:
             serve.wait_idle_indexed(len(made) - 3)  # two truncated, one conflicting copy
             listing = subprocess.run(["find", str(serve.mnt)], capture_output=True, timeout=60)
             assert listing.returncode == 0, listing.stderr

@@ -16,7 +16,10 @@
 #    (with --test: pytest, hypothesis, ruff, mypy, webdav4);
 #  - with --test, .venv-dicompyler: dicompyler-core 0.5.6 with pydicom 2.4, since
 #    its last release does not import under pydicom 3 (the tests run it there
-#    against files read through the mount).
+#    against files read through the mount);
+#  - with --test, .venv-rtutils: rt-utils 1.2.7 (the part10 tests open a real
+#    structure set through the mount with it), apart because it pins the
+#    `dataclasses` backport.
 # Re-running does nothing when everything is present.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,6 +77,13 @@ fi
 if [ $with_test = 1 ] && ! "$here/.venv-dicompyler/bin/python" -c "import dicompylercore.dvhcalc" 2>/dev/null; then
   "$python" -m venv "$here/.venv-dicompyler"
   "$here/.venv-dicompyler/bin/python" -m pip install -q "dicompyler-core==0.5.6" "pydicom>=2.4,<3"
+fi
+
+# rt-utils reads files through the mount in the part10 tests; it pins the old
+# `dataclasses` backport, which would shadow the standard library in .venv.
+if [ $with_test = 1 ] && ! "$here/.venv-rtutils/bin/python" -c "import rt_utils" 2>/dev/null; then
+  "$python" -m venv "$here/.venv-rtutils"
+  "$here/.venv-rtutils/bin/python" -m pip install -q "rt-utils==1.2.7" "pydicom>=3"
 fi
 
 venv="$here/.venv"

@@ -51,7 +51,9 @@ def open_reader(args: argparse.Namespace) -> IndexReader:
     return IndexReader(index_path(args))
 
 
-def open_view(args: argparse.Namespace, names: str, *, cache_ttl: float = 1.0) -> View:
+def open_view(
+    args: argparse.Namespace, names: str, *, cache_ttl: float = 1.0, part10: bool = False
+) -> View:
     """The mount's view of ``--index`` for this user, without mounting (ls, cat, find, plans).
 
     The index is opened once first, so a missing or foreign file fails here
@@ -67,6 +69,7 @@ def open_view(args: argparse.Namespace, names: str, *, cache_ttl: float = 1.0) -
         mount_time_ns=time.time_ns(),
         names=names,
         cache_ttl=cache_ttl,
+        part10=part10,
     )
 
 

@@ -13,6 +13,11 @@ from dicomfs.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.view.paths import NAMES
 
+PART10_HELP = (
+    "serve files written without a PS3.10 header (Monaco and other exports) with a "
+    "generated preamble and File Meta in front of the unchanged dataset"
+)
+
 
 def register(sub: SubParsers) -> None:
     """Add index, demo-data, mount, serve, ls and cat to the main parser."""
@@ -60,6 +65,7 @@ def register(sub: SubParsers) -> None:
         choices=NAMES,
         help="what paths may show: uid, id or name (default id; uid with --allow-other)",
     )
+    _add_part10_option(p)
 
     p = command(
         sub,
@@ -109,6 +115,12 @@ def register(sub: SubParsers) -> None:
         "labels, descriptions) or name (adds PatientName); default id for a private mount, "
         "uid with --allow-other and for WebDAV",
     )
+    p.add_argument(
+        "--part10",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=PART10_HELP,
+    )
     p.add_argument("--scp-port", type=int, metavar="PORT", help="also receive C-STORE on PORT")
     p.add_argument("--ae-title", metavar="TITLE", help="our AE title (default DICOMFS)")
     p.add_argument("--scp-bind", metavar="ADDR", help="receiver address (default 127.0.0.1)")
@@ -132,11 +144,13 @@ def register(sub: SubParsers) -> None:
     p.add_argument("-l", "--long", action="store_true")
     add_index_option(p)
     _add_names_option(p)
+    _add_part10_option(p)
 
     p = command(sub, "cat", cmd_cat, "print a file of the mount layout without mounting")
     p.add_argument("path", metavar="PATH")
     add_index_option(p)
     _add_names_option(p)
+    _add_part10_option(p)
 
 
 def _add_names_option(p: argparse.ArgumentParser) -> None:
@@ -147,6 +161,10 @@ def _add_names_option(p: argparse.ArgumentParser) -> None:
         help="what paths may show, as the mount's names setting (default id: patients/ by "
         "PatientID; uid: no patients/; name: PatientName too)",
     )
+
+
+def _add_part10_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--part10", action="store_true", help=PART10_HELP)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -204,6 +222,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         symlinks=args.symlinks,
         sources=[Path(d) for d in args.source],
         names=args.names,
+        part10=args.part10,
     )
 
 
@@ -236,6 +255,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "webdav_tls_key": args.webdav_tls_key,
             "symlinks": args.symlinks,
             "names": args.names,
+            "part10": args.part10,
         }
     )
     if not args.verbose:
@@ -244,7 +264,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> Any:
-    return open_view(args, args.names)
+    return open_view(args, args.names, part10=args.part10)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from dicomfs.commands.common import SubParsers, add_index_option, command, index_path
+from dicomfs.commands.local import PART10_HELP
 from dicomfs.errors import EXIT_OK
 from dicomfs.index import IndexReader
 from dicomfs.view.paths import NAMES
@@ -49,6 +50,7 @@ def register(sub: SubParsers) -> None:
         help="what paths may show (README 'Names in paths'); default uid: a share is for "
         "other users; with id or name each user sees only the patients they may read",
     )
+    p.add_argument("--part10", action="store_true", help=PART10_HELP)
     p.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate")
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
 
@@ -82,6 +84,7 @@ def cmd_webdav(args: argparse.Namespace) -> int:
         dir_gid=os.getegid(),
         mount_time_ns=time.time_ns(),
         names=args.names,
+        part10=args.part10,
     )
 
     def ready(server: WebDavServer) -> None:

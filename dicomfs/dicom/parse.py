@@ -34,6 +34,7 @@ import warnings
 from typing import BinaryIO
 
 from dicomfs.dicom.details import bounded, integer, read_details
+from dicomfs.dicom.part10 import dataset_only_flag
 from dicomfs.dicom.reading import (
     DEFLATED_TRANSFER_SYNTAX,
     ENCODINGS,
@@ -202,6 +203,11 @@ def _parse(fp: BinaryIO, size: int) -> Instance | Rejection:
             fp, bool(transfer_syntax)
         )
     implicit = check_vr_encoding(fp, start, implicit, flags)
+    bare = dataset_only_flag(implicit, little)
+    if bare is not None and not strict and not meta.elems and start == 0:
+        # The file is the dataset alone: keep how it is encoded, for the
+        # header the view's part10 setting puts in front of it (dicom.part10).
+        flags.append(bare)
 
     reading = Reading(flags)
     elems, problem = read_dataset(fp, start, size, implicit, little, reading.ends)

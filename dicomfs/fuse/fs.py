@@ -34,6 +34,12 @@ Decisions, each with its reason:
   old bytes. With ``allow_other`` that open is made with the reader's own
   filesystem credentials (``caller.py``), so ACLs and closed folders refuse
   through the mount exactly as they refuse directly (F1, F2).
+- With the view's ``part10`` setting a file may carry a prefix (a PS3.10
+  header made from its index row, ``FileNode.prefix``): a read is answered
+  from the prefix, then from the descriptor at the offset less the prefix's
+  length; ``read_buf`` replies with a memory buffer and the descriptor in
+  one vector, so the source's bytes are still spliced by libfuse. Under
+  ``--symlinks`` such a file stays a regular file: a link cannot add bytes.
 - A folder of ``patients/`` names patient data: with ``allow_other`` it
   exists for a reader only if they may read the file it stands for
   (``DirNode.witness``, checked by ``caller.shown_to``): ``getattr`` and
@@ -70,15 +76,12 @@ os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")  # binding.py says why
 import mfusepy  # must follow the environment setting above
 
 from dicomfs.errors import DicomfsError
+from dicomfs.fuse import reply
 from dicomfs.fuse.binding import (
-    FUSE_BUF_FD_SEEK,
-    FUSE_BUF_IS_FD,
     FUSE_CAP_CACHE_SYMLINKS,
     FUSE_CAP_READDIRPLUS_AUTO,
     FUSE_CAP_SPLICE_MOVE,
     FUSE_CAP_SPLICE_WRITE,
-    FuseBufvec,
-    libc,
 )
 from dicomfs.fuse.caller import Caller, acting_as, groups_of, reveal_for, shown_to
 from dicomfs.fuse.fsinfo import child_path, inode_of, parent_path, space
@@ -91,6 +94,7 @@ from dicomfs.view.nodes import (
     NotFound,
     Rebuilding,
     SourceChanged,
+    read_range,
 )
 from dicomfs.view.tree import View
 
@@ -171,11 +175,16 @@ def _read_only(*_args: object, **_kwargs: object) -> int:
     raise mfusepy.FuseOSError(errno.EROFS)
 
 
+def _is_link(node: FileNode, symlinks: bool) -> bool:
+    """With ``symlinks`` a source file is a link to it; one served with a prefix cannot be."""
+    return symlinks and node.real_path is not None and not node.prefix
+
+
 def _kind(node: Node, symlinks: bool) -> tuple[int, int, int]:
     """(st_mode, st_nlink, st_size); with ``symlinks`` a source file is a link to it."""
     if isinstance(node, DirNode):
         return stat.S_IFDIR | node.mode, 2, 0
-    if symlinks and node.real_path is not None:
+    if _is_link(node, symlinks) and node.real_path is not None:
         return stat.S_IFLNK | 0o777, 1, len(os.fsencode(node.real_path))
     return stat.S_IFREG | node.mode, 1, node.size
 
@@ -221,6 +230,7 @@ class _Handle:
     fd: int | None
     content: bytes | None
     identity: Identity
+    prefix: bytes = b""  # served before the bytes of ``fd`` (the part10 setting)
 
 
 class DicomFS(mfusepy.Operations):  # type: ignore[misc]
@@ -357,8 +367,9 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
     @_guard
     def readlink(self, path: str) -> str:
         node = self.view.lookup(path)
-        if not self.symlinks or not isinstance(node, FileNode) or node.real_path is None:
+        if not isinstance(node, FileNode) or not _is_link(node, self.symlinks):
             raise mfusepy.FuseOSError(errno.EINVAL)  # readlink(2) of a non-link
+        assert node.real_path is not None
         return node.real_path
 
     @_guard
@@ -388,7 +399,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
                     fd = self.view.open_file(node)
             else:
                 fd = self.view.open_file(node)
-            handle = _Handle(path, fd, None, node.identity)
+            handle = _Handle(path, fd, None, node.identity, node.prefix)
             fresh = time.time() - node.indexed_at < FRESH_SECONDS
             fi.direct_io, fi.keep_cache = self._cache_policy(path, node.identity, fresh)
         hid = next(self._ids)
@@ -430,38 +441,23 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         if handle.content is not None:
             return handle.content[offset : offset + size]
         assert handle.fd is not None
-        return os.pread(handle.fd, size, offset)
+        return read_range(handle.prefix, handle.fd, offset, size)
 
     @_guard
     def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
         """Answer a read with a descriptor, not bytes: libfuse reads (or splices) it in C.
 
         This is what makes reading through the mount cost a callback per
-        request instead of a Python copy of every byte. libfuse frees the
-        vector (and ``mem`` of memory buffers) with free(), so both come from
-        malloc.
+        request instead of a Python copy of every byte (``reply``).
         """
         handle = self._handles.get(fi.fh)
         if handle is None:
             raise mfusepy.FuseOSError(errno.EBADF)
-        vec_ptr = libc.malloc(ctypes.sizeof(FuseBufvec))
-        if not vec_ptr:
-            raise mfusepy.FuseOSError(errno.ENOMEM)
-        vec = FuseBufvec.from_address(vec_ptr)
-        vec.count, vec.idx, vec.off = 1, 0, 0
-        buf = vec.buf[0]
-        if handle.content is not None:
-            data = handle.content[offset : offset + size]
-            mem = libc.malloc(max(1, len(data)))
-            if not mem:
-                libc.free(vec_ptr)
-                raise mfusepy.FuseOSError(errno.ENOMEM)
-            ctypes.memmove(mem, data, len(data))
-            buf.size, buf.flags, buf.mem, buf.fd, buf.pos = len(data), 0, mem, -1, 0
-        else:
-            assert handle.fd is not None
-            buf.size, buf.flags = size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK
-            buf.mem, buf.fd, buf.pos = None, handle.fd, offset
+        parts = reply.segments(handle.content, handle.prefix, size, offset)
+        try:
+            vec_ptr = reply.reply_vector(parts, -1 if handle.fd is None else handle.fd)
+        except MemoryError:
+            raise mfusepy.FuseOSError(errno.ENOMEM) from None
         bufpp[0] = ctypes.cast(vec_ptr, type(bufpp[0]))
         return 0
 

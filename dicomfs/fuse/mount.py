@@ -199,6 +199,7 @@ def run_mount(
     symlinks: bool = False,
     sources: Sequence[Path | str] = (),
     names: str | None = None,
+    part10: bool = False,
 ) -> int:
     """Mount ``index_path`` read-only at ``mountpoint``; return 0 after a clean stop.
 
@@ -217,6 +218,8 @@ def run_mount(
     without them, that of the filesystem holding the index.
     ``names`` is what paths may show (``view.paths.NAMES``); None takes
     ``default_names``: "id" for a private mount, "uid" with ``allow_other``.
+    ``part10`` serves files written without a PS3.10 header with one in
+    front (``view.tree``); with ``symlinks`` those files stay regular files.
     """
     mountpoint = Path(os.path.abspath(mountpoint))
     # Readers are opened later, from FUSE threads, after libfuse may have
@@ -224,9 +227,10 @@ def run_mount(
     index_path = Path(os.path.abspath(index_path))
     _check_mountpoint(mountpoint)
     gid = _group_id(group)
-    if allow_other and not symlinks and not can_switch():
+    if allow_other and (part10 or not symlinks) and not can_switch():
         # Sources are opened with each reader's credentials (caller.py); a
-        # daemon that cannot take them would open with its own rights.
+        # daemon that cannot take them would open with its own rights. With
+        # symlinks too when part10 is on: files given a header are not links.
         raise MountError(
             "allow_other needs CAP_SETUID and CAP_SETGID so that sources are opened with "
             "each reader's own rights (ACLs, closed folders): run as root, or grant them "
@@ -244,7 +248,7 @@ def run_mount(
     space_paths = tuple(os.path.abspath(s) for s in sources) or (str(index_path.parent),)
     if not foreground:
         return _spawn_background(
-            mountpoint, index_path, allow_other, group, symlinks, sources, names
+            mountpoint, index_path, allow_other, group, symlinks, sources, names, part10
         )
     view = View(
         lambda: IndexReader(index_path),
@@ -254,11 +258,12 @@ def run_mount(
         extra_status=extra_status,
         on_source_changed=on_source_changed,
         names=names,
+        part10=part10,
     )
     runner = _Runner(mountpoint, view, allow_other, symlinks, space_paths)
     log.info(
-        "mounting %s at %s (allow_other=%s, gid=%d, names=%s)",
-        index_path, mountpoint, allow_other, gid, names,
+        "mounting %s at %s (allow_other=%s, gid=%d, names=%s, part10=%s)",
+        index_path, mountpoint, allow_other, gid, names, part10,
     )  # fmt: skip
     previous = _install_signal_handlers(runner)
     try:
@@ -346,6 +351,7 @@ def _spawn_background(
     symlinks: bool,
     sources: Sequence[Path | str] = (),
     names: str = "uid",
+    part10: bool = False,
 ) -> int:
     """Start ``python -m dicomfs.fuse.mount`` detached and return once the mount is live."""
     args = [sys.executable, "-m", "dicomfs.fuse.mount", str(mountpoint), "--index", str(index_path)]
@@ -353,6 +359,7 @@ def _spawn_background(
     args += ["--symlinks"] if symlinks else []
     args += ["--group", group] if group else []
     args += ["--names", names]
+    args += ["--part10"] if part10 else []
     for source in sources:
         args += ["--source", os.path.abspath(source)]
     child = subprocess.Popen(
@@ -378,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symlinks", action="store_true")
     parser.add_argument("--group", default=None)
     parser.add_argument("--names", choices=NAMES, default=None)
+    parser.add_argument("--part10", action="store_true", help="a PS3.10 header where none")
     parser.add_argument("--source", action="append", default=[], help="for free-space figures")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -394,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             symlinks=args.symlinks,
             sources=args.source,
             names=args.names,
+            part10=args.part10,
         )
     except MountError as exc:
         print(f"dicomfs: {exc}", file=sys.stderr)

@@ -23,9 +23,7 @@ import io
 import logging
 import os
 import secrets
-import struct
 import threading
-import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,15 +40,10 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from dicomfs import __version__
+from dicomfs.dicom.part10 import encode_file_meta
 from dicomfs.dicom.records import clean_uid, is_safe_uid
 
 log = logging.getLogger(__name__)
-
-# A name-based UID (PS3.5 B.2) identifying dicomfs as the writer of the
-# File Meta Information (PS3.10 7.1, Implementation Class UID).
-IMPLEMENTATION_CLASS_UID = f"2.25.{uuid.uuid5(uuid.NAMESPACE_DNS, 'dicomfs.net.store').int}"
-IMPLEMENTATION_VERSION = f"DICOMFS_{__version__}"[:16]
 
 PARTIAL_PREFIX = ".incoming-"
 PARTIAL_SUFFIX = ".part"
@@ -149,49 +142,13 @@ def safe_name(sop_uid: str) -> str:
     return f"unsafe-{digest[:16]}.dcm"
 
 
-def _meta_element(group_element: int, vr: bytes, value: bytes) -> bytes:
-    """One explicit VR little endian File Meta element (PS3.10 7.1, PS3.5 7.1.2)."""
-    tag = struct.pack("<HH", group_element >> 16, group_element & 0xFFFF)
-    if vr == b"OB":
-        return tag + vr + b"\x00\x00" + struct.pack("<I", len(value)) + value
-    return tag + vr + struct.pack("<H", len(value)) + value
-
-
-def _padded(text: str, pad: bytes, limit: int) -> bytes:
-    raw = text.encode("ascii", "replace")[:limit]
-    return raw + pad if len(raw) % 2 else raw
-
-
-def encode_file_meta(
-    sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, calling_ae: str = ""
-) -> bytes:
-    """Preamble, ``DICM`` and the File Meta group, encoded here rather than by pydicom.
-
-    pydicom would validate (and warn about) a hostile UID on every write; the
-    values only need to be copied, capped at their VR's maximum length.
-    """
-    elements = [
-        _meta_element(0x00020001, b"OB", b"\x00\x01"),
-        _meta_element(0x00020002, b"UI", _padded(sop_class_uid, b"\x00", 64)),
-        _meta_element(0x00020003, b"UI", _padded(sop_instance_uid, b"\x00", 64)),
-        _meta_element(0x00020010, b"UI", _padded(transfer_syntax, b"\x00", 64)),
-        _meta_element(0x00020012, b"UI", _padded(IMPLEMENTATION_CLASS_UID, b"\x00", 64)),
-        _meta_element(0x00020013, b"SH", _padded(IMPLEMENTATION_VERSION, b" ", 16)),
-    ]
-    title = calling_ae.strip()
-    if title:
-        elements.append(_meta_element(0x00020016, b"AE", _padded(title, b" ", 16)))
-    body = b"".join(elements)
-    length = _meta_element(0x00020000, b"UL", struct.pack("<I", len(body)))
-    return b"\x00" * 128 + b"DICM" + length + body
-
-
 def encode_file(stream: bytes, identity: Identity, transfer_syntax: str, calling_ae: str) -> bytes:
     """The DICOM file: File Meta, then the dataset bytes exactly as received.
 
     The dataset is not re-encoded, so the stored file keeps the sender's
     transfer syntax and element encoding (compressed pixel data passes
-    through untouched).
+    through untouched). The File Meta group is ``dicom.part10``'s, the one
+    the view's ``part10`` setting serves too.
     """
     meta = encode_file_meta(
         identity.sop_class_uid, identity.sop_instance_uid, transfer_syntax, calling_ae

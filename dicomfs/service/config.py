@@ -53,6 +53,8 @@ class Settings:
     symlinks: bool = False
     # What paths may show (view.paths.NAMES); None: view.paths.default_names.
     names: str | None = None
+    # Serve files written without a PS3.10 header with one (view.tree).
+    part10: bool = False
     log_level: str = "INFO"
     scp_port: int | None = None
     ae_title: str = "DICOMFS"
@@ -180,6 +182,7 @@ _SCALARS: dict[str, Callable[[object], Any]] = {
     "allow_other": _as_bool,
     "symlinks": _as_bool,
     "names": _as_choice(NAMES),
+    "part10": _as_bool,
     "group": _as_text,
     "log_level": _as_choice(LOG_LEVELS, upper=True),
     "scp_port": _as_number(int, 1),

@@ -236,6 +236,7 @@ def _start_webdav(
         on_source_changed=live.ingest.recheck,
         # Over the network: patient data in names only when the administrator asks.
         names=settings.names or default_names(shared=True),
+        part10=settings.part10,
     )
     try:
         return WebDavServer(view, options, access).start(), view
@@ -322,6 +323,7 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
             on_ready=on_ready,
             symlinks=settings.symlinks,
             names=settings.names,
+            part10=settings.part10,
             sources=settings.sources,  # statfs: the sources' space (SMB drive size)
             # status.json shows the queue and alarms; a source that no longer
             # matches the index (seen by the mount at open) is looked at again.

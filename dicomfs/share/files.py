@@ -5,7 +5,8 @@ stack a 0.5 MB CT slice took about 2 ms, slower than Orthanc, most of it
 copies of the body through four generators and cheroot's buffered writer
 (BENCHMARKS.md, "WebDAV side by side with Orthanc"). Here the answer is one
 ``FileBody`` that ``webdav.SendfileGateway`` hands to the kernel with
-``socket.sendfile``.
+``socket.sendfile``; a file served with a part10 prefix (``FileNode.prefix``)
+is sent as the prefix's bytes, then the source's, through cheroot's writer.
 Headers are parsed with wsgidav's helpers (ETag lists, HTTP dates, byte
 ranges: one range is served, as wsgidav serves it); the preconditions are
 evaluated in RFC 9110's order (13.2.2), since wsgidav's own evaluation
@@ -46,20 +47,25 @@ StartResponse = Callable[..., Any]
 
 
 class FileBody:
-    """``length`` bytes of ``file`` from ``offset``; closes the file when the answer ends.
+    """``length`` bytes from ``offset`` of ``prefix`` then ``file``; closes the file at the end.
 
     An ordinary WSGI iterable; ``webdav.SendfileGateway`` sends it with
-    ``socket.sendfile`` instead when ``file`` has a descriptor.
+    ``socket.sendfile`` instead when ``file`` has a descriptor and there is
+    no prefix (``sendfile_body``).
     """
 
-    def __init__(self, file: BinaryIO, offset: int, length: int) -> None:
+    def __init__(self, file: BinaryIO, offset: int, length: int, prefix: bytes = b"") -> None:
         self.file = file
         self.offset = offset
         self.length = length
+        self.prefix = prefix
 
     def __iter__(self) -> Iterator[bytes]:
-        self.file.seek(self.offset)
-        left = self.length
+        head = self.prefix[self.offset : self.offset + self.length]
+        if head:
+            yield head
+        self.file.seek(max(self.offset - len(self.prefix), 0))
+        left = self.length - len(head)
         while left > 0:
             chunk = self.file.read(min(BLOCK_SIZE, left))
             if not chunk:
@@ -110,6 +116,8 @@ def _answer(
 
 def _open(view: View, node: FileNode, caller: Caller) -> tuple[BinaryIO, int, str]:
     """(stream, size, ETag) of what ``caller`` gets of ``node``.
+
+    ``size`` counts ``node.prefix``, which the stream leaves out (``FileBody`` sends it).
 
     A generated file that names source paths is made again for a reader other
     than the daemon's own user, naming only the paths that reader may see.
@@ -213,11 +221,11 @@ def _respond(
     if environ["REQUEST_METHOD"] == "HEAD":
         file.close()
         return []
-    return FileBody(file, offset, length)
+    return FileBody(file, offset, length, node.prefix)
 
 
 def sendfile_body(body: object) -> FileBody | None:
     """``body`` when it can go out with ``socket.sendfile`` (a real descriptor), else None."""
-    if isinstance(body, FileBody) and isinstance(body.file, io.FileIO):
+    if isinstance(body, FileBody) and isinstance(body.file, io.FileIO) and not body.prefix:
         return body
     return None

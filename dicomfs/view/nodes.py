@@ -63,9 +63,11 @@ class DirNode:
 class FileNode:
     """A file of the mount: a real source file (``real_path``) or generated ``content``.
 
-    ``inode``/``dev``/``size``/``mtime_ns``/``ctime_ns`` are what the index saw;
-    opening the source checks them again so a swapped or rewritten file is
-    never served under the identity it had.
+    ``inode``/``dev``/``mtime_ns``/``ctime_ns`` and ``source_size`` are what
+    the index saw; opening the source checks them again so a swapped or
+    rewritten file is never served under the identity it had. ``prefix``
+    (the part10 setting, ``dicom.part10``) is served before the source's
+    bytes: ``size`` is what a reader sees, the prefix and the source together.
     """
 
     name: str
@@ -89,6 +91,13 @@ class FileNode:
     # path's folder (a path is shown); True, may they read the file itself
     # (what is shown was read from it: plans.tsv's patient IDs and labels).
     reveal_files: bool = field(default=False, compare=False)
+    # A PS3.10 header made from the index row, served before the source's bytes.
+    prefix: bytes = b""
+
+    @property
+    def source_size(self) -> int:
+        """The size of the source file itself, as the index saw it."""
+        return self.size - len(self.prefix)
 
     @property
     def identity(self) -> tuple[str | None, int, int, int, int, int]:
@@ -121,7 +130,8 @@ def open_source(node: FileNode) -> int:
     try:
         st = os.fstat(fd)
         seen = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
-        if not stat.S_ISREG(st.st_mode) or seen != (node.inode, node.dev, node.size, node.mtime_ns):
+        indexed = (node.inode, node.dev, node.source_size, node.mtime_ns)
+        if not stat.S_ISREG(st.st_mode) or seen != indexed:
             raise SourceChanged(f"{display_path(node.real_path)} changed since it was indexed")
         # chmod/chown since indexing: the kernel checked the mirrored, stale
         # mode and owner (default_permissions), so they must still hold (F1).
@@ -143,12 +153,21 @@ def open_source(node: FileNode) -> int:
 
 
 def read_source(node: FileNode) -> bytes:
-    """All bytes of the source of ``node``, checked as ``open_source`` does."""
+    """All bytes ``node`` serves (its prefix, then its source), checked as ``open_source`` does."""
     fd = open_source(node)
     try:
-        chunks = []
+        chunks = [node.prefix]
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_range(prefix: bytes, fd: int, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of ``prefix`` followed by the file open as ``fd``."""
+    head = prefix[offset : offset + size]
+    rest = size - len(head)
+    if rest <= 0:
+        return head
+    return head + os.pread(fd, rest, max(offset - len(prefix), 0))

@@ -21,6 +21,10 @@ lookups (``by-sop/<uid>.dcm``, a plan or series folder) always query, so a
 file indexed a moment after a failed lookup is visible at once, and nothing
 cached is older than the TTL.
 
+With ``part10`` (off by default) a file without a PS3.10 header (Monaco and
+other TPS exports) is served with one in front, made from its index row
+(``prefixes``); every other file reads byte for byte as its source.
+
 While the index is being rebuilt from the sources (reliability.md E6) it is
 empty, then partial: answering from it would list folders as if their files
 were gone. Every path that needs the index then raises ``Rebuilding``
@@ -59,6 +63,7 @@ from dicomfs.view.nodes import (
 from dicomfs.view.paths import NAMES, split_path, uid_of
 from dicomfs.view.patients import PatientsTree
 from dicomfs.view.plan_table import PlanLine, format_tsv, plan_lines, renderer
+from dicomfs.view.prefixes import Prefixes, rows_to_list
 from dicomfs.view.readers import ThreadReaders
 from dicomfs.view.report import (
     PLAN_FOLDERS,
@@ -106,6 +111,7 @@ class View:
         extra_status: Callable[[], Mapping[str, Any]] | None = None,
         on_source_changed: Callable[[str], None] | None = None,
         names: str = "uid",
+        part10: bool = False,
     ) -> None:
         if names not in NAMES:
             raise ValueError(f"names must be one of {', '.join(NAMES)}, not {names!r}")
@@ -118,6 +124,9 @@ class View:
         self.names = names
         self._patients = None if names == "uid" else PatientsTree(self, with_names=names == "name")
         self._top = tuple(t for t in _TOP if t != "patients" or self._patients is not None)
+        # Files without a PS3.10 header are served with one in front (dicom.part10).
+        self.part10 = part10
+        self._prefixes = Prefixes()
 
     @property
     def reader(self) -> IndexReader:
@@ -214,14 +223,17 @@ class View:
             GENERATED_MODE, 0, 0, content, render=render, reveal_files=reveal_files,
         )  # fmt: skip
 
-    @staticmethod
-    def _file(name: str, inst: InstanceRow | ListingRow) -> FileNode:
+    def _file(self, name: str, inst: InstanceRow | ListingRow) -> FileNode:
         f = inst.file
         mode = stat.S_IMODE(f.mode) & 0o555  # write and set-id bits never pass
+        prefix = self._prefixes.of(self.reader, inst) if self.part10 else b""
         return FileNode(
-            name, f.path, f.size, f.mtime_ns, f.uid, f.gid, mode, f.inode, f.dev,
-            indexed_at=f.indexed_at, ctime_ns=f.ctime_ns,
+            name, f.path, len(prefix) + f.size, f.mtime_ns, f.uid, f.gid, mode, f.inode, f.dev,
+            indexed_at=f.indexed_at, ctime_ns=f.ctime_ns, prefix=prefix,
         )  # fmt: skip
+
+    def _rows(self, series_uid: str | None = None) -> list[InstanceRow] | list[ListingRow]:
+        return rows_to_list(self.reader, series_uid, full=self.part10)
 
     # -- resolution ---------------------------------------------------------
 
@@ -393,13 +405,13 @@ class View:
         if top == "by-series" and not rest:
             return [(s, self._dir(s)) for s in reader.series_uids() if is_safe_uid(s)]
         if top == "by-series":
-            return self._instance_listing(reader.listing(rest[0]))
+            return self._instance_listing(self._rows(rest[0]))
         if top == "by-study" and not rest:
             return [(s, self._dir(s)) for s in reader.study_uids() if is_safe_uid(s)]
         if len(rest) == 1:
             series = reader.study_series_uids(rest[0])
             return [(s, self._dir(s)) for s in series if is_safe_uid(s)]
-        insts = [i for i in reader.listing(rest[1]) if i.study_uid == rest[0]]
+        insts = [i for i in self._rows(rest[1]) if i.study_uid == rest[0]]
         return self._instance_listing(insts)
 
     def _meta_listing(self) -> list[tuple[str, Node]]:
@@ -412,7 +424,9 @@ class View:
                 continue  # rejected.txt returns with the rebuilt index
         return entries
 
-    def _instance_listing(self, insts: Iterable[ListingRow]) -> list[tuple[str, Node]]:
+    def _instance_listing(
+        self, insts: Iterable[InstanceRow | ListingRow]
+    ) -> list[tuple[str, Node]]:
         file = self._file
         return [(n, file(n, i)) for i in insts if named(i) for n in (f"{i.sop_uid}.dcm",)]
 
@@ -421,7 +435,7 @@ class View:
 
         def build() -> list[tuple[str, FileNode]]:
             out = []
-            for inst in self.reader.listing():
+            for inst in self._rows():
                 name = f"{inst.sop_uid}.dcm" if named(inst) else synthetic_name(inst.sop_uid)
                 out.append((name, self._file(name, inst)))
             return out

@@ -103,7 +103,7 @@ def test_iso_2022_values_are_decoded_although_their_bytes_are_ascii() -> None:
     assert instance.details.study_description == "胸部"
 
 
-@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+@pytest.mark.filterwarnings("ignore:Invalid value for VR", "ignore:The value length")
 def test_details_are_bounded_and_normalised() -> None:
     ds = dataset(RT_PLAN, SpecificCharacterSet="ISO_IR 192")
     ds.PatientName = "Mu\u0308ller^Ju\u0308rgen"  # NFD, as macOS writes

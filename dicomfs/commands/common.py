@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicomfs.index import IndexReader, default_index_path
+from dicomfs.view.paths import NAMES
 from dicomfs.view.tree import View
 
 Handler = Callable[[argparse.Namespace], int]
@@ -37,6 +38,11 @@ def add_index_option(p: argparse.ArgumentParser) -> None:
 
 def add_json_option(p: argparse.ArgumentParser, help: str = "machine-readable output") -> None:
     p.add_argument("--json", action="store_true", help=help)
+
+
+def add_names_option(p: argparse.ArgumentParser, what: str) -> None:
+    """``--names uid|id|name``, default id: as a private mount (README "Names in paths")."""
+    p.add_argument("--names", choices=NAMES, default="id", help=f"as the mount's setting: {what}")
 
 
 def index_path(args: argparse.Namespace) -> Path:

@@ -24,6 +24,7 @@ from dicomfs.commands.common import (
     SubParsers,
     add_index_option,
     add_json_option,
+    add_names_option,
     command,
     emit,
     open_reader,
@@ -42,7 +43,6 @@ from dicomfs.index.search import (
 )
 from dicomfs.view.names import synthetic_name
 from dicomfs.view.nodes import Rebuilding
-from dicomfs.view.paths import NAMES
 from dicomfs.view.tree import View
 
 _WIDEST = {"MODALITY": 64, "DESCRIPTION": 40}  # cut in the table, whole in --json
@@ -101,12 +101,10 @@ def register(sub: SubParsers) -> None:
         help=f"at most N hits (default {DEFAULT_LIMIT}; 0 = all)",
     )
     p.add_argument("--mount", metavar="DIR", help="print paths under this mount point")
-    p.add_argument(
-        "--names",
-        choices=NAMES,
-        default="id",
-        help="as the mount's setting: which tree paths are in (uid: UID paths; id: "
-        "patients/..., the default) and, with name, patient names in the table",
+    add_names_option(
+        p,
+        "which tree paths are in (uid: UID paths; id: patients/..., the default) and, "
+        "with name, patient names in the table",
     )
     add_index_option(p)
     add_json_option(p, help="machine-readable output (includes patient names and UID paths)")

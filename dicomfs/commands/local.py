@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicomfs.commands.common import SubParsers, add_index_option, command, index_path, open_view
+from dicomfs.commands.common import (
+    SubParsers,
+    add_index_option,
+    add_names_option,
+    command,
+    index_path,
+    open_view,
+)
 from dicomfs.errors import EXIT_ERROR, EXIT_OK, EXIT_SOURCE
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.view.paths import NAMES
@@ -143,24 +150,17 @@ def register(sub: SubParsers) -> None:
     p.add_argument("path", metavar="PATH", nargs="?", default="/")
     p.add_argument("-l", "--long", action="store_true")
     add_index_option(p)
-    _add_names_option(p)
+    add_names_option(p, _NAMES_HELP)
     _add_part10_option(p)
 
     p = command(sub, "cat", cmd_cat, "print a file of the mount layout without mounting")
     p.add_argument("path", metavar="PATH")
     add_index_option(p)
-    _add_names_option(p)
+    add_names_option(p, _NAMES_HELP)
     _add_part10_option(p)
 
 
-def _add_names_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--names",
-        choices=NAMES,
-        default="id",
-        help="what paths may show, as the mount's names setting (default id: patients/ by "
-        "PatientID; uid: no patients/; name: PatientName too)",
-    )
+_NAMES_HELP = "what paths may show (default id: patients/ by PatientID; uid: none; name: names too)"
 
 
 def _add_part10_option(p: argparse.ArgumentParser) -> None:

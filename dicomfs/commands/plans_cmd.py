@@ -13,13 +13,13 @@ from dicomfs.commands.common import (
     SubParsers,
     add_index_option,
     add_json_option,
+    add_names_option,
     command,
     emit,
     index_path,
     open_view,
 )
 from dicomfs.errors import EXIT_OK, ConfigError, IndexUnavailableError
-from dicomfs.view.paths import NAMES
 from dicomfs.view.plan_table import COLUMNS, PlanLine, plan_lines, sort_lines
 
 # What the terminal table shows, in order (the JSON has every column).
@@ -46,12 +46,8 @@ def register(sub: SubParsers) -> None:
     )
     p.add_argument("--reverse", action="store_true", help="sort in descending order")
     p.add_argument("--paths", action="store_true", help="add each plan's folder in the mount")
-    p.add_argument(
-        "--names",
-        choices=NAMES,
-        default="id",
-        help="which tree the paths are in: uid (plans/<uid>) or id/name (patients/...); "
-        "default id, as in a private mount",
+    add_names_option(
+        p, "which tree the paths are in: uid (plans/<uid>) or id/name (patients/...; default)"
     )
 
 

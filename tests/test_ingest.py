@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -369,6 +370,44 @@ def test_settle_rule() -> None:
     assert not settled(10, future, None, 0.5)
     assert settled(10, future, (10, future), 0.5)  # unchanged since the last look
     assert not settled(11, future, (10, future), 0.5)
+
+
+def test_parse_workers_are_kept_between_bursts_and_replaced_when_killed(tmp_path: Path) -> None:
+    """One pool for the daemon's life: the same processes parse burst after burst (issue 13).
+
+    A worker killed between bursts (the OOM killer, an operator) breaks the
+    pool; the next burst starts new workers and is indexed all the same.
+    """
+    running = start_live(tmp_path)
+    pool = running.ingest._pool
+    count = scan.POOL_THRESHOLD + 6  # a burst big enough for the workers
+
+    def burst(number: int) -> None:
+        staging = tmp_path / "staging" / f"study{number}"
+        write_ct_series(staging, count, rows=16, seed=100 + number)
+        os.rename(staging, running.root / staging.name)  # one folder event: one round
+        wait_for(lambda: running.instances() == number * count, DEADLINE, f"burst {number}")
+
+    try:
+        assert pool.worker_pids() == []  # none before the first burst
+        burst(1)
+        first = pool.worker_pids()
+        assert len(first) == 2 and pool.starts == 1
+        burst(2)
+        assert pool.worker_pids() == first and pool.starts == 1
+        os.kill(first[0], signal.SIGKILL)
+        burst(3)
+        replaced = pool.worker_pids()
+        assert pool.starts == 2 and len(replaced) == 2 and not set(replaced) & set(first)
+        assert running.ingest.counters.errors == 0  # the burst went on in the new workers
+    finally:
+        stop_live(running)
+    assert pool.worker_pids() == []
+    wait_for(
+        lambda: not any(os.path.exists(f"/proc/{pid}") for pid in replaced),
+        DEADLINE,
+        "the workers to end with the daemon",
+    )
 
 
 def index_seconds(folder: Path, index: Path) -> float:

@@ -21,7 +21,7 @@ import logging
 import os
 import pwd
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,23 @@ def _cannot_open(path: Path, exc: sqlite3.Error) -> str:
             f"it (WAL mode) and this user may not write in {folder}"
         )
     return f"cannot open the index {path} read-only: {exc}"
+
+
+# The columns of ``FileStat.change_key``, in its order (``_change_key`` masks the mode).
+_KEY_COLUMNS = "size, mtime_ns, inode, mode, uid, gid, ctime_ns"
+
+
+def _change_key(row: Sequence[Any]) -> ChangeKey:
+    size, mtime_ns, inode, mode, uid, gid, ctime_ns = row
+    return (size, mtime_ns, inode, mode & 0o7777, uid, gid, ctime_ns)
+
+
+def _bytes_after_prefix(prefix: bytes) -> bytes | None:
+    """The least bytes above every string starting with ``prefix`` (None: none, all 0xff)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -369,13 +386,41 @@ class IndexReader:
     # -- files -----------------------------------------------------------
 
     def file_keys(self) -> dict[str, ChangeKey]:
-        """path -> ``FileStat.change_key`` of every known file: the reconcile skip key."""
+        """path -> ``FileStat.change_key`` of every known file, all in memory (for tests).
+
+        The scan and the daemon ask ``file_key`` and ``file_keys_under`` instead.
+        """
         return {
-            decode_path(path): (size, mtime_ns, inode, mode & 0o7777, uid, gid, ctime_ns)
-            for path, size, mtime_ns, inode, mode, uid, gid, ctime_ns in self._all(
-                "SELECT path, size, mtime_ns, inode, mode, uid, gid, ctime_ns FROM files"
-            )
+            decode_path(row[0]): _change_key(row[1:])
+            for row in self._all(f"SELECT path, {_KEY_COLUMNS} FROM files")
         }
+
+    def file_key(self, path: str) -> ChangeKey | None:
+        """``FileStat.change_key`` of one file in the index, or None: one indexed lookup."""
+        rows = self._all(f"SELECT {_KEY_COLUMNS} FROM files WHERE path = ?", (os.fsencode(path),))
+        return _change_key(rows[0]) if rows else None
+
+    def file_keys_under(self, prefix: str, *, page: int = 1000) -> Iterator[tuple[str, ChangeKey]]:
+        """(path, change key) of every file whose path starts with ``prefix``, in path order.
+
+        The order is that of the stored bytes (``os.fsencode``, compared as
+        memcmp), so a walk sorted the same way can be merged with it. Read in
+        pages by path range: memory holds one page, and each page is one
+        statement, so no read transaction outlives it (reliability.md E5) and
+        the caller may write between pages.
+        """
+        low = os.fsencode(prefix)
+        high = _bytes_after_prefix(low)
+        upper, bound = ("", ()) if high is None else (" AND path < ?", (high,))
+        first, after = (
+            f"SELECT path, {_KEY_COLUMNS} FROM files WHERE path {op} ?{upper} ORDER BY path LIMIT ?"
+            for op in (">=", ">")
+        )
+        sql = first
+        while rows := self._all(sql, (low, *bound, page)):
+            for row in rows:
+                yield decode_path(row[0]), _change_key(row[1:])
+            low, sql = bytes(rows[-1][0]), after
 
     def file_state(self, path: str) -> str | None:
         rows = self._all("SELECT state FROM files WHERE path = ?", (os.fsencode(path),))

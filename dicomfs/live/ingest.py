@@ -19,6 +19,13 @@ file it writes, and on damage moves it aside, opens a new index and
 reconciles from scratch, the copies that served duplicated UIDs first.
 This module is the worker itself: its lifecycle, its loop, what it does on
 failure, and the full reconcile.
+
+The worker keeps no per-file structure: looks ask the index, reconciles
+compare folders with it in path order (issue 13). It owns one
+``scan.ParserPool`` for its life, shared by rounds and reconciles: their
+forkserver starts with the worker (most of a pool's start), the parse
+processes at the first batch big enough for them; they stay between bursts,
+are started anew after one died, and end with the worker.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from dicomfs.dicom.records import ChangeKey
 from dicomfs.errors import DicomfsError
 from dicomfs.index import IndexWriter, is_damage, is_disk_full
 from dicomfs.live import scan
@@ -92,6 +98,7 @@ class Ingest:
             queue_limit=queue_limit,
             clock=clock,
         )
+        self._pool = scan.ParserPool(workers)
         self._looker = Looker(
             self._queue,
             self.counters,
@@ -99,10 +106,10 @@ class Ingest:
             settle=settle,
             batch_size=batch_size,
             workers=workers,
+            pool=self._pool,
         )
         self._guard = IndexGuard(self._alarm)
         self._thread: threading.Thread | None = None
-        self._known: dict[str, ChangeKey] = {}
         self._own_writer = False  # True once the worker opened a writer of its own
         self._first: set[str] = set()  # indexed first by the next reconcile (a rebuild's)
         self.alarms: list[str] = []
@@ -171,7 +178,7 @@ class Ingest:
     def _run(self) -> None:
         try:
             self._verify_at_start()
-            self._known = self._writer.file_keys()
+            self._prepare_workers()
             self._guard.remember(self._writer)
             while True:
                 job = self._queue.next_job()
@@ -182,7 +189,7 @@ class Ingest:
                     if isinstance(job, ReconcileRequest):
                         self._run_reconcile(job)
                     elif job:
-                        self._looker.run_round(job, self._writer, self._known)
+                        self._looker.run_round(job, self._writer)
                     self._guard.remember(self._writer)  # our own writes
                 except Exception as exc:
                     self.counters.errors += 1
@@ -193,6 +200,7 @@ class Ingest:
             log.critical("ingest worker died: the index is no longer updated", exc_info=True)
             raise
         finally:
+            self._pool.close()
             if self._own_writer:
                 with contextlib.suppress(sqlite3.Error):
                     self._writer.close()
@@ -218,6 +226,13 @@ class Ingest:
             log.exception("ingest round failed; a full reconcile will catch up")
         self.request_reconcile("ingest error", delay=RETRY_DELAY)
 
+    def _prepare_workers(self) -> None:
+        try:
+            self._pool.prepare()
+        except Exception:
+            # Not fatal: the first burst starts the workers (and says why it cannot).
+            log.warning("could not start the parse workers' forkserver", exc_info=True)
+
     # -- the index itself (reliability.md E6) ------------------------------------------
 
     def _verify_at_start(self) -> None:
@@ -239,7 +254,6 @@ class Ingest:
         """Put a new index in place of the old one and reconcile every source into it."""
         self._writer = self._guard.replace(self._writer, problem)
         self._own_writer = True
-        self._known = {}
         # A rebuild cut short by another keeps what the first old index said.
         self._first |= self._guard.served_copies
         self.counters.rebuilds += 1
@@ -283,10 +297,10 @@ class Ingest:
             workers=self.workers,
             batch_size=self.batch_size,
             progress=report_progress,
+            pool=self._pool,
             first=self._first,
         )
         self._first = set()
-        self._known = self._writer.file_keys()
         self.counters.reconciles += 1
         self.last_reconcile = report
         self.last_reconcile_at = time.time()

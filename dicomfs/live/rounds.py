@@ -12,9 +12,13 @@ arrives here as a look. A folder event walks the folder. Because a look
 is idempotent, merging duplicate events and processing them in any order
 gives the same index.
 
-Parsing uses the process pool of ``scan.parse_many`` for bursts; each batch
-is one ``IndexWriter.apply`` transaction, and the caller's known-keys cache
-follows a batch only once it committed. Runs on the ingest worker thread.
+What the index has of a path is asked of the index itself, one indexed
+lookup per look (``IndexReader.file_key``), and a folder is compared with
+the index in path order (``sources.compare``): the daemon holds no
+per-file structure between rounds, so its memory does not grow with the
+archive (issue 13). Parsing goes to the daemon's parse workers
+(``scan.ParserPool``, kept between rounds) for bursts; each batch is one
+``IndexWriter.apply`` transaction. Runs on the ingest worker thread.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 
 from dicomfs.dicom.records import ChangeKey, FileResult, FileStat, Rejection, RejectKind
 from dicomfs.index import IndexWriter
-from dicomfs.live import scan
+from dicomfs.live import scan, sources
 from dicomfs.live.pending import CREATED, DIR, FILE, Counters, Entry, PendingQueue, settled
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,6 @@ class _Round:
     """The index a round writes to, and what its looks decided."""
 
     writer: IndexWriter
-    known: dict[str, ChangeKey]  # path -> change key in the index; updated as batches commit
     to_parse: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     specials: dict[str, FileResult] = field(default_factory=dict)  # recorded without a parse
@@ -59,6 +62,7 @@ class Looker:
         settle: float,
         batch_size: int,
         workers: int,
+        pool: scan.ParserPool | None = None,
     ) -> None:
         self._queue = queue
         self.counters = counters
@@ -66,15 +70,11 @@ class Looker:
         self.settle = settle
         self.batch_size = batch_size
         self.workers = workers
+        self.pool = pool
 
-    def run_round(
-        self,
-        entries: list[tuple[str, Entry]],
-        writer: IndexWriter,
-        known: dict[str, ChangeKey],
-    ) -> None:
-        """Look at every due path, then parse and write; ``known`` follows each commit."""
-        work = _Round(writer, known)
+    def run_round(self, entries: list[tuple[str, Entry]], writer: IndexWriter) -> None:
+        """Look at every due path, then parse and write, batch by batch."""
+        work = _Round(writer)
         # Sorted by components, a folder's subfolders follow it directly: each
         # is walked with the folder and skipped here.
         dirs = sorted(
@@ -109,22 +109,30 @@ class Looker:
             log.warning("cannot look at %s (%s); leaving it as it is", path, exc.strerror)
             return
         if st is not None and scan.is_special(st.st_mode):
-            self._consider_special(FileStat.from_stat(path, st), work)
+            special = FileStat.from_stat(path, st)
+            self._consider_special(special, work.writer.file_key(path), work)
             return
         if st is None or not stat.S_ISREG(st.st_mode):
             # Gone, or a folder now sits there: the folder's own events walk it.
-            if path in work.known:
+            if work.writer.file_key(path) is not None:
                 work.removed.append(path)
             return
         if entry.kind == CREATED and st.st_nlink < 2:
             return  # a new, probably half-written file: its close event will come
-        self._consider(path, FileStat.from_stat(path, st).change_key, entry.seen, work)
+        key = FileStat.from_stat(path, st).change_key
+        self._consider(path, key, work.writer.file_key(path), entry.seen, work)
 
     def _consider(
-        self, path: str, key: ChangeKey, seen: tuple[int, int] | None, work: _Round
+        self,
+        path: str,
+        key: ChangeKey,
+        indexed: ChangeKey | None,
+        seen: tuple[int, int] | None,
+        work: _Round,
     ) -> None:
-        """``key`` is ``FileStat.change_key``: size, mtime_ns, inode, mode, uid, gid, ctime."""
-        if work.known.get(path) == key:
+        """``key`` is ``FileStat.change_key`` (size, mtime_ns, inode, mode, uid, gid, ctime);
+        ``indexed`` the index's, None when the file is not indexed."""
+        if indexed == key:
             self.counters.unchanged += 1
             return
         size, mtime_ns = key[0], key[1]
@@ -134,9 +142,9 @@ class Looker:
             return
         work.to_parse.append(path)
 
-    def _consider_special(self, st: FileStat, work: _Round) -> None:
+    def _consider_special(self, st: FileStat, indexed: ChangeKey | None, work: _Round) -> None:
         """A symlink, FIFO, socket or device: recorded as rejected unless the index has it so."""
-        if work.known.get(st.path) == st.change_key:
+        if indexed == st.change_key:
             self.counters.unchanged += 1
             return
         work.specials[st.path] = scan.special_result(st)
@@ -152,22 +160,20 @@ class Looker:
             # source on one event (A8); the reconcile applies the mass-loss rule.
             self._queue.request_reconcile(f"source folder {path} changed")
             return
-        prefix = path + os.sep
-        below = [p for p in work.known if p.startswith(prefix)]  # ~0.1 s per million files
         if st is None or not stat.S_ISDIR(st.st_mode):
-            work.removed.extend(below)
+            work.removed.extend(p for p, _ in work.writer.file_keys_under(path + os.sep))
             return
-        seen = scan.walk(path)
-        present = seen.paths()
-        work.removed.extend(
-            p for p in below if p not in present and not scan.is_under(p, seen.unreadable_dirs)
-        )
-        for f in seen.files:
+        unreadable: list[str] = []
+        for found, seen, indexed in sources.compare(work.writer, path, unreadable):
+            if seen is None:
+                if not scan.is_under(found, unreadable):
+                    work.removed.append(found)
+                continue
             self.counters.looks += 1
-            self._consider(f.path, f.change_key, None, work)
-        for special in seen.specials:
-            self.counters.looks += 1
-            self._consider_special(special, work)
+            if scan.is_special(seen.mode):
+                self._consider_special(seen, indexed, work)
+            else:
+                self._consider(found, seen.change_key, indexed, None, work)
 
     # -- parse and write -------------------------------------------------------------------
 
@@ -178,12 +184,14 @@ class Looker:
             self._apply(work, specials[start : start + self.batch_size], [])
         batch: list[FileResult] = []
         removed = list(dict.fromkeys(work.removed))
-        results = scan.parse_many(work.to_parse, self.workers) if work.to_parse else iter(())
-        for path, result in zip(work.to_parse, results, strict=True):
+        # A file looked at twice in one round (its own event and its folder's walk) is parsed once.
+        to_parse = list(dict.fromkeys(work.to_parse))
+        results = scan.parse_many(to_parse, self.workers, self.pool) if to_parse else iter(())
+        for path, result in zip(to_parse, results, strict=True):
             self.counters.parsed += 1
             if result is None:
                 # Vanished or no longer a regular file between the look and the open.
-                if path in work.known:
+                if work.writer.file_key(path) is not None:
                     removed.append(path)
             elif not self._retry_truncated(result):
                 batch.append(result)
@@ -218,13 +226,9 @@ class Looker:
         return True
 
     def _apply(self, work: _Round, batch: list[FileResult], removed: list[str]) -> None:
-        """One transaction; the known-keys cache follows only after it committed."""
+        """One transaction: the looks of later rounds see it through the index."""
         stats = work.writer.apply(batch, removed, digest=scan.file_digest)
         self.counters.batches += 1
         self.counters.indexed += stats.indexed
         self.counters.rejected += stats.rejected
         self.counters.removed += stats.removed
-        for item in batch:
-            work.known[item.stat.path] = item.stat.change_key
-        for path in removed:
-            work.known.pop(path, None)

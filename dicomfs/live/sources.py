@@ -1,0 +1,132 @@
+"""A source folder next to the index, path by path, in the order the index keeps paths.
+
+Comparing a folder of ten million files with the index must not hold either
+side whole (issue 13): the folder is walked in the order the index sorts
+its paths, the bytes of ``os.fsencode(path)`` compared as memcmp, and
+merged with the index's rows read in pages by path range
+(``IndexReader.file_keys_under``). Memory then holds the folders on the
+current path of the walk and one page of rows, whatever the archive's size;
+the caller keeps only what differs.
+
+Sorting a folder's entries by their encoded name, with ``/`` appended to
+folder names, gives exactly that order for the full paths: every path under
+a folder ``d`` starts with ``d/``, and a file name holds no ``/``.
+
+Safety rules (reliability.md A7, A11): entries are looked at with ``lstat``
+only, so symlinks, FIFOs, sockets and devices are reported as what they are
+(never opened nor followed); a folder that cannot be read is reported, so
+that its indexed files are "unknown", never "gone".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterator, Sequence
+
+from dicomfs.dicom.records import ChangeKey, FileStat
+from dicomfs.index import IndexReader
+
+log = logging.getLogger(__name__)
+
+IGNORED_SUFFIXES = (".part", ".tmp")
+SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+# One step of a comparison: a path, what the walk saw there (None: nothing)
+# and the change key the index has for it (None: not indexed).
+Compared = tuple[str, FileStat | None, ChangeKey | None]
+
+
+def is_ignored_name(name: str) -> bool:
+    """Dotfiles and partial-download names are never indexed (reliability.md B2)."""
+    return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
+
+
+def is_special(mode: int) -> bool:
+    """A symlink, FIFO, socket or device: recorded as rejected, never opened (A11)."""
+    return stat.S_ISLNK(mode) or any(test(mode) for test, _ in SPECIAL_KINDS)
+
+
+def is_under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r + os.sep) for r in roots)
+
+
+def folder_prefix(folder: str) -> str:
+    """What every path under ``folder`` starts with."""
+    return folder if folder.endswith(os.sep) else folder + os.sep
+
+
+def walk_sorted(folder: str, unreadable: list[str]) -> Iterator[FileStat]:
+    """Regular files and special entries under ``folder``, in the index's path order.
+
+    Links are not followed. A folder that cannot be read is appended to
+    ``unreadable`` before any entry that sorts after it is yielded.
+    """
+    stack = [iter(_listing(folder, unreadable))]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        path, st = item
+        if stat.S_ISDIR(st.st_mode):
+            stack.append(iter(_listing(path, unreadable)))
+        else:
+            yield FileStat.from_stat(path, st)
+
+
+def _listing(folder: str, unreadable: list[str]) -> list[tuple[str, os.stat_result]]:
+    """The entries of one folder worth a look, sorted by their encoded names (folders + "/")."""
+    items: list[tuple[bytes, str, os.stat_result]] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if is_ignored_name(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # vanished between listing and stat
+                name = os.fsencode(entry.name)
+                if stat.S_ISDIR(st.st_mode):
+                    items.append((name + b"/", entry.path, st))
+                elif stat.S_ISREG(st.st_mode) or is_special(st.st_mode):
+                    items.append((name, entry.path, st))
+    except OSError as exc:
+        log.warning("cannot read folder %s: %s", folder, exc.strerror)
+        unreadable.append(folder)
+        return []
+    items.sort(key=lambda item: item[0])
+    return [(path, st) for _, path, st in items]
+
+
+def compare(reader: IndexReader, folder: str, unreadable: list[str]) -> Iterator[Compared]:
+    """Every path under ``folder`` that is on disk or in the index, in path order, once.
+
+    A path the index has but the walk did not see may be under a folder that
+    could not be read: such folders are in ``unreadable`` by the time the
+    path is yielded, so the caller can tell "gone" from "unknown" (A7).
+    """
+    walked = walk_sorted(folder, unreadable)
+    indexed = reader.file_keys_under(folder_prefix(folder))
+    seen = next(walked, None)
+    row = next(indexed, None)
+    while seen is not None or row is not None:
+        seen_key = b"" if seen is None else os.fsencode(seen.path)
+        row_key = b"" if row is None else os.fsencode(row[0])
+        if seen is not None and (row is None or seen_key < row_key):
+            yield seen.path, seen, None
+            seen = next(walked, None)
+        elif row is not None and (seen is None or row_key < seen_key):
+            yield row[0], None, row[1]
+            row = next(indexed, None)
+        elif seen is not None and row is not None:
+            yield seen.path, seen, row[1]
+            seen = next(walked, None)
+            row = next(indexed, None)

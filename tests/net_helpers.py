@@ -165,10 +165,64 @@ def same_dataset(a: Path, b: Path) -> bool:
     return bool(left == right)
 
 
+class _Peer:
+    """What the private peers share: launch, wait until they answer, their log, stop.
+
+    Subclasses are dataclasses with ``root`` and ``process``, a ``log_path``
+    and an ``_answers`` check (which calls ``_running`` first).
+    """
+
+    name = "peer"
+    root: Path
+    process: subprocess.Popen[bytes] | None
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    def _answers(self) -> bool:
+        raise NotImplementedError
+
+    def _launch(self, args: list[str], waiting_for: str) -> None:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True
+        )
+        log.close()
+        try:
+            wait_until(self._answers, START_TIMEOUT, f"{self.name} to answer {waiting_for}")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"{self.name} did not start; its log:\n{self.log()}") from None
+
+    def _running(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"{self.name} exited at start; its log:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+
 @dataclass
-class Orthanc:
+class Orthanc(_Peer):
     """A private Orthanc: start() writes the config, launches it and waits until it answers."""
 
+    name = "Orthanc"
     root: Path
     series_only: bool = False
     move_port: int | None = None
@@ -226,24 +280,10 @@ class Orthanc:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "orthanc.json"
         config.write_text(json.dumps(self.config(), indent=2))
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [binary, str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.root,
-            start_new_session=True,
-        )
-        log.close()
-        try:
-            wait_until(self._answers, START_TIMEOUT, "Orthanc to answer HTTP and DICOM")
-        except AssertionError:
-            self.stop()
-            raise AssertionError(f"Orthanc did not start; its log:\n{self.log()}") from None
+        self._launch([binary, str(config)], "HTTP and DICOM")
 
     def _answers(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            raise AssertionError(f"Orthanc exited at start; its log:\n{self.log()}")
+        self._running()
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.http_port}/system", timeout=2
@@ -253,12 +293,6 @@ class Orthanc:
         except OSError:
             return False
         return echoscu(self.dicom_port, called=PACS_AE, calling=OUR_AE) == 0
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return "(no log)"
 
     def upload(self, paths: Iterable[Path]) -> None:
         files = list(paths)
@@ -273,18 +307,6 @@ class Orthanc:
         ) as reply:
             return int(json.loads(reply.read())["CountInstances"])
 
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-
 
 QR_AE = "QRSCP"
 # A retrieve request as dcmqrscp -v logs it: the header, then the identifier dump.
@@ -293,7 +315,7 @@ _STUDY_LINE = re.compile(r"\(0020,000d\) UI \[([^\]]*)\]")
 
 
 @dataclass
-class Dcmqrscp:
+class Dcmqrscp(_Peer):
     """dcmtk's archive: start() writes its config, launches it and waits until it answers.
 
     It forks one process per association (the default): dcmtk 3.6.7's
@@ -301,6 +323,7 @@ class Dcmqrscp:
     ``move_port`` is where C-MOVE deliveries to our AE title go.
     """
 
+    name = "dcmqrscp"
     root: Path
     move_port: int | None = None
     port: int = field(default_factory=free_port)
@@ -334,31 +357,11 @@ class Dcmqrscp:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "dcmqrscp.cfg"
         config.write_text(self.config())
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [binary, "-v", "-c", str(config), str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.root,
-            start_new_session=True,
-        )
-        log.close()
-        try:
-            wait_until(self._answers, START_TIMEOUT, "dcmqrscp to answer C-ECHO")
-        except AssertionError:
-            self.stop()
-            raise AssertionError(f"dcmqrscp did not start; its log:\n{self.log()}") from None
+        self._launch([binary, "-v", "-c", str(config), str(self.port)], "C-ECHO")
 
     def _answers(self) -> bool:
-        if self.process is None or self.process.poll() is not None:
-            raise AssertionError(f"dcmqrscp exited at start; its log:\n{self.log()}")
+        self._running()
         return echoscu(self.port, called=QR_AE, calling=OUR_AE) == 0
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return "(no log)"
 
     def upload(self, paths: Iterable[Path]) -> None:
         files = list(paths)
@@ -381,18 +384,6 @@ class Dcmqrscp:
             for block in _RETRIEVE_LOG.findall(text)
             for study in _STUDY_LINE.findall(block)[:1]
         ]
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
 
 
 @contextlib.contextmanager

@@ -21,14 +21,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fuse_helpers import REPO, Mount, public_dir
+from fuse_helpers import Mount, public_dir
 from parse_helpers import read
+from side_python import python_with
 from webdav_helpers import Share, curl, dav_entries
 
 from dicomfs.index import IndexReader
@@ -215,19 +215,7 @@ except Exception as exc:
 
 def rt_utils_python() -> str:
     """An interpreter with rt-utils: $DICOMFS_RTUTILS_PYTHON, this one, or .venv-rtutils."""
-    candidates = [
-        os.environ.get("DICOMFS_RTUTILS_PYTHON", ""),
-        sys.executable,
-        str(REPO / ".venv-rtutils" / "bin" / "python"),
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
-            probe = subprocess.run([candidate, "-c", RT_UTILS_PROBE], capture_output=True)
-            if probe.returncode == 0:
-                return candidate
-    if os.environ.get("CI") == "true":
-        pytest.fail("rt-utils must be installed in CI (.venv-rtutils, scripts/setup.sh --test)")
-    pytest.skip("rt-utils is not installed (.venv-rtutils or $DICOMFS_RTUTILS_PYTHON)")
+    return python_with(RT_UTILS_PROBE, "DICOMFS_RTUTILS_PYTHON", ".venv-rtutils", "rt-utils")
 
 
 def rt_utils_reads(python: str, series: Path, structure_set: Path) -> dict[str, object]:

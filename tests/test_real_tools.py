@@ -36,9 +36,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fuse_helpers import REPO, mounted, public_dir
+from fuse_helpers import mounted, public_dir
 from pydicom import dcmread
 from pydicom.fileset import FileSet
+from side_python import python_with
 
 from dicomfs.index import IndexReader, graph
 
@@ -63,18 +64,12 @@ def need(tool: str) -> str:
 
 
 def dicompyler_python() -> str:
-    candidates = [
-        os.environ.get("DICOMFS_DICOMPYLER_PYTHON", ""),
-        sys.executable,
-        str(REPO / ".venv-dicompyler" / "bin" / "python"),
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
-            probe = subprocess.run([candidate, "-c", DICOMPYLER_PROBE], capture_output=True)
-            if probe.returncode == 0:
-                return candidate
-    _unavailable("dicompyler-core (PyPI, with pydicom 2.4: .venv-dicompyler)")
-    raise AssertionError("unreachable")
+    return python_with(
+        DICOMPYLER_PROBE,
+        "DICOMFS_DICOMPYLER_PYTHON",
+        ".venv-dicompyler",
+        "dicompyler-core (PyPI, with pydicom 2.4)",
+    )
 
 
 # -- data: plans, their packages, and mounts ------------------------------------------

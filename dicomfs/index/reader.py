@@ -196,6 +196,13 @@ class IndexReader:
     def __init__(self, path: Path | str, *, _conn: sqlite3.Connection | None = None) -> None:
         # Absolute: the FUSE loop may change the working directory to "/".
         self.path = Path(os.path.abspath(path))
+        # details_pending() asks on every lookup under patients/; once a
+        # read-only reader has seen it cleared it stays cleared in this file
+        # (only an upgrade sets it, and a reader never opens an index to be
+        # upgraded), so the answer is kept. The writer, which sets and
+        # clears it, always asks.
+        self._details_done = False
+        self._can_remember_details = _conn is None
         if _conn is not None:
             self._conn = _conn
             self.identity = _file_identity(self.path)
@@ -240,7 +247,11 @@ class IndexReader:
 
     def details_pending(self) -> bool:
         """True from an upgrade to schema 3 until a scan has read every file's details again."""
-        return bool(self.meta(DETAILS_PENDING))
+        if self._details_done:
+            return False
+        pending = bool(self.meta(DETAILS_PENDING))
+        self._details_done = not pending and self._can_remember_details
+        return pending
 
     # -- instances -------------------------------------------------------
 

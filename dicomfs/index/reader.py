@@ -196,11 +196,6 @@ class IndexReader:
     def __init__(self, path: Path | str, *, _conn: sqlite3.Connection | None = None) -> None:
         # Absolute: the FUSE loop may change the working directory to "/".
         self.path = Path(os.path.abspath(path))
-        # details_pending() asks on every lookup under patients/; once a
-        # read-only reader has seen it cleared it stays cleared in this file
-        # (only an upgrade sets it, and a reader never opens an index to be
-        # upgraded), so the answer is kept. The writer, which sets and
-        # clears it, always asks.
         self._details_done = False
         self._can_remember_details = _conn is None
         if _conn is not None:
@@ -230,15 +225,9 @@ class IndexReader:
         """
         return self.identity is not None and _file_identity(self.path) == self.identity
 
-    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return self._conn.execute(sql, params).fetchall()
-
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Rows of a read-only query, for the index's own query modules (``people``, ``search``).
-
-        Not for callers above the index: they get rows through named functions.
-        """
-        return self._all(sql, params)
+        """Rows of a read-only query: for the index's own modules, not for callers above it."""
+        return self._conn.execute(sql, params).fetchall()
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -246,7 +235,8 @@ class IndexReader:
         return self._conn
 
     def details_pending(self) -> bool:
-        """True from an upgrade to schema 3 until a scan has read every file's details again."""
+        """True from an upgrade to schema 3 until a scan has read every file again (asked per
+        lookup under patients/; a reader keeps a cleared answer: only an upgrade sets it)."""
         if self._details_done:
             return False
         pending = bool(self.meta(DETAILS_PENDING))
@@ -257,7 +247,7 @@ class IndexReader:
 
     def instance(self, sop_uid: str) -> InstanceRow | None:
         """The serving copy of ``sop_uid``, or None when it is not indexed."""
-        rows = self._all(
+        rows = self.rows(
             f"SELECT {INSTANCE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
             "WHERE i.sop_uid = ? AND i.serving = 1",
             (sop_uid,),
@@ -271,7 +261,7 @@ class IndexReader:
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._all(
+            for row in self.rows(
                 f"SELECT {INSTANCE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
                 f"WHERE i.serving = 1 AND i.sop_uid IN ({marks})",
                 chunk,
@@ -283,7 +273,7 @@ class IndexReader:
     def _instances_where(self, where: str, params: Sequence[Any]) -> list[InstanceRow]:
         return [
             instance_row(row)
-            for row in self._all(
+            for row in self.rows(
                 f"SELECT {INSTANCE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
                 f"WHERE i.serving = 1 AND {where} ORDER BY i.sop_uid",
                 params,
@@ -318,7 +308,7 @@ class IndexReader:
     def series_uids(self) -> list[str]:
         return [
             row[0]
-            for row in self._all(
+            for row in self.rows(
                 "SELECT DISTINCT series_uid FROM instances WHERE serving = 1 AND series_uid != '' "
                 "ORDER BY series_uid"
             )
@@ -327,7 +317,7 @@ class IndexReader:
     def study_uids(self) -> list[str]:
         return [
             row[0]
-            for row in self._all(
+            for row in self.rows(
                 "SELECT DISTINCT study_uid FROM instances WHERE serving = 1 AND study_uid != '' "
                 "ORDER BY study_uid"
             )
@@ -336,7 +326,7 @@ class IndexReader:
     def study_series_uids(self, study_uid: str) -> list[str]:
         return [
             row[0]
-            for row in self._all(
+            for row in self.rows(
                 "SELECT DISTINCT series_uid FROM instances "
                 "WHERE serving = 1 AND study_uid = ? AND series_uid != '' ORDER BY series_uid",
                 (study_uid,),
@@ -349,7 +339,7 @@ class IndexReader:
         else:
             sql, params = "series_uid = ? AND study_uid = ?", (series_uid, study_uid)  # type: ignore[assignment]
         return bool(
-            self._all(f"SELECT 1 FROM instances WHERE serving = 1 AND {sql} LIMIT 1", params)
+            self.rows(f"SELECT 1 FROM instances WHERE serving = 1 AND {sql} LIMIT 1", params)
         )
 
     def listing(self, series_uid: str | None = None) -> list[ListingRow]:
@@ -362,7 +352,7 @@ class IndexReader:
         where, params = ("", ()) if series_uid is None else ("AND i.series_uid = ?", (series_uid,))
         return [
             ListingRow(row[0], row[1], row[2], row[3], bool(row[4]), file_row(row, 5))
-            for row in self._all(
+            for row in self.rows(
                 "SELECT i.sop_uid, i.modality, i.study_uid, i.series_uid, i.uid_safe, "
                 f"{FILE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
                 f"WHERE i.serving = 1 {where} ORDER BY i.sop_uid",
@@ -376,7 +366,7 @@ class IndexReader:
         """References stored in the serving copy of ``sop_uid``, in file order."""
         return [
             edge_row(row)
-            for row in self._all(
+            for row in self.rows(
                 f"SELECT {EDGE_COLUMNS} FROM edges e JOIN instances i ON i.file_id = e.file_id "
                 "WHERE i.sop_uid = ? AND i.serving = 1 ORDER BY e.rowid",
                 (sop_uid,),
@@ -387,7 +377,7 @@ class IndexReader:
         """Edges whose target is ``target_uid``, from serving copies only."""
         return [
             edge_row(row)
-            for row in self._all(
+            for row in self.rows(
                 f"SELECT {EDGE_COLUMNS} FROM edges e JOIN instances i ON i.file_id = e.file_id "
                 "WHERE e.target_uid = ? AND i.serving = 1 ORDER BY e.src_uid, e.rowid",
                 (target_uid,),
@@ -403,12 +393,12 @@ class IndexReader:
         """
         return {
             decode_path(row[0]): _change_key(row[1:])
-            for row in self._all(f"SELECT path, {_KEY_COLUMNS} FROM files")
+            for row in self.rows(f"SELECT path, {_KEY_COLUMNS} FROM files")
         }
 
     def file_key(self, path: str) -> ChangeKey | None:
         """``FileStat.change_key`` of one file in the index, or None: one indexed lookup."""
-        rows = self._all(f"SELECT {_KEY_COLUMNS} FROM files WHERE path = ?", (os.fsencode(path),))
+        rows = self.rows(f"SELECT {_KEY_COLUMNS} FROM files WHERE path = ?", (os.fsencode(path),))
         return _change_key(rows[0]) if rows else None
 
     def file_keys_under(self, prefix: str, *, page: int = 1000) -> Iterator[tuple[str, ChangeKey]]:
@@ -428,19 +418,19 @@ class IndexReader:
             for op in (">=", ">")
         )
         sql = first
-        while rows := self._all(sql, (low, *bound, page)):
+        while rows := self.rows(sql, (low, *bound, page)):
             for row in rows:
                 yield decode_path(row[0]), _change_key(row[1:])
             low, sql = bytes(rows[-1][0]), after
 
     def file_state(self, path: str) -> str | None:
-        rows = self._all("SELECT state FROM files WHERE path = ?", (os.fsencode(path),))
+        rows = self.rows("SELECT state FROM files WHERE path = ?", (os.fsencode(path),))
         return str(rows[0][0]) if rows else None
 
     def rejected(self) -> list[RejectedRow]:
         return [
             RejectedRow(path=decode_path(path), kind=kind, reason=reason)
-            for path, kind, reason in self._all(
+            for path, kind, reason in self.rows(
                 "SELECT path, reject_kind, reason FROM files WHERE state = 'rejected' ORDER BY path"
             )
         ]
@@ -454,7 +444,7 @@ class IndexReader:
                 other_path=decode_path(row[3]),
                 detail=row[4],
             )
-            for row in self._all(
+            for row in self.rows(
                 "SELECT c.sop_uid, c.kind, k.path, o.path, c.detail FROM conflicts c "
                 "JOIN files k ON k.id = c.kept_file_id JOIN files o ON o.id = c.other_file_id "
                 "ORDER BY c.sop_uid, o.path"
@@ -462,12 +452,12 @@ class IndexReader:
         ]
 
     def meta(self, key: str) -> str | None:
-        rows = self._all("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.rows("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
     def is_empty(self) -> bool:
         """True when the index records no file at all (a new index, before any batch)."""
-        return not self._all("SELECT 1 FROM files LIMIT 1")
+        return not self.rows("SELECT 1 FROM files LIMIT 1")
 
     def rebuilding_since(self) -> float | None:
         """When the rebuild of this index began, or None when it is complete (``REBUILDING``)."""
@@ -476,7 +466,7 @@ class IndexReader:
 
     def status(self) -> IndexStatus:
         counts = dict(
-            self._all(
+            self.rows(
                 "SELECT 'instances', count(*) FROM instances WHERE serving = 1 "
                 "UNION ALL SELECT 'files', count(*) FROM files "
                 "UNION ALL SELECT 'indexed', count(*) FROM files WHERE state = 'indexed' "
@@ -506,4 +496,4 @@ class IndexReader:
         )
 
     def quick_check(self) -> str:
-        return str(self._all("PRAGMA quick_check")[0][0])
+        return str(self.rows("PRAGMA quick_check")[0][0])

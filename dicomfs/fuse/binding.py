@@ -87,18 +87,28 @@ class ListingFUSE(mfusepy.FUSE):  # type: ignore[misc]
         # Offsets must be passed: libfuse 3.14 drops the attributes of
         # entries it buffers itself (offset 0), sending ino=0 to the kernel.
         decoded = "/" if path is None else path.decode(self.encoding, self.errors)
-        entries = self.operations.readdir(decoded, fip.contents.fh)  # guarded: errno only
+        fh = fip.contents.fh
         plus = FUSE_FILL_DIR_PLUS if flags & FUSE_READDIR_PLUS else 0
+        plain = mfusepy.c_stat()  # copied by the filler: one for every names-only entry
         try:
-            for index in range(offset, len(entries)):
-                name, st = entries[index]
-                fill = 0 if name in (b".", b"..") else plus
-                if filler(buf, name, st, index + 1, fill) != 0:
-                    break
+            while True:  # pages until the kernel's buffer is full or the folder ends
+                start, entries, plain.st_mode = self.operations.readdir(decoded, fh, offset)
+                if not entries:
+                    return 0
+                for index, (name, st) in enumerate(entries, start + 1):
+                    if type(st) is int:  # names only: no node in libfuse or the kernel
+                        plain.st_ino = st
+                        full = filler(buf, name, plain, index, 0)
+                    else:
+                        full = filler(buf, name, st, index, 0 if name in (b".", b"..") else plus)
+                    if full != 0:
+                        return 0
+                offset = start + len(entries)
+        except mfusepy.FuseOSError as exc:
+            return -int(exc.errno)
         except Exception:
-            log.exception("readdir of %s failed", decoded)
+            log.exception("readdir failed")
             return -errno.EIO
-        return 0
 
 
 def serve(

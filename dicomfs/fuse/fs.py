@@ -67,7 +67,7 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
@@ -77,6 +77,7 @@ import mfusepy  # must follow the environment setting above
 
 from dicomfs.errors import DicomfsError
 from dicomfs.fuse import reply
+from dicomfs.fuse.attrs import attributes, c_stat, is_link
 from dicomfs.fuse.binding import (
     FUSE_CAP_CACHE_SYMLINKS,
     FUSE_CAP_READDIRPLUS_AUTO,
@@ -84,7 +85,8 @@ from dicomfs.fuse.binding import (
     FUSE_CAP_SPLICE_WRITE,
 )
 from dicomfs.fuse.caller import Caller, acting_as, groups_of, reveal_for, shown_to
-from dicomfs.fuse.fsinfo import child_path, inode_of, parent_path, space
+from dicomfs.fuse.fsinfo import child_path, inode_of, inodes_of, parent_path, space
+from dicomfs.fuse.listing import Entry, Listing
 from dicomfs.view.nodes import (
     DirNode,
     FileNode,
@@ -175,55 +177,6 @@ def _read_only(*_args: object, **_kwargs: object) -> int:
     raise mfusepy.FuseOSError(errno.EROFS)
 
 
-def _is_link(node: FileNode, symlinks: bool) -> bool:
-    """With ``symlinks`` a source file is a link to it; one served with a prefix cannot be."""
-    return symlinks and node.real_path is not None and not node.prefix
-
-
-def _kind(node: Node, symlinks: bool) -> tuple[int, int, int]:
-    """(st_mode, st_nlink, st_size); with ``symlinks`` a source file is a link to it."""
-    if isinstance(node, DirNode):
-        return stat.S_IFDIR | node.mode, 2, 0
-    if _is_link(node, symlinks) and node.real_path is not None:
-        return stat.S_IFLNK | 0o777, 1, len(os.fsencode(node.real_path))
-    return stat.S_IFREG | node.mode, 1, node.size
-
-
-def attributes(node: Node, symlinks: bool = False, ino: int = 0) -> dict[str, int]:
-    """The stat dict mfusepy copies into ``struct stat`` (times in ns, use_ns)."""
-    mode, nlink, size = _kind(node, symlinks)
-    return {
-        "st_ino": ino,
-        "st_mode": mode,
-        "st_nlink": nlink,
-        "st_size": size,
-        "st_blocks": (size + 511) // 512,
-        "st_uid": node.uid,
-        "st_gid": node.gid,
-        "st_mtime": node.mtime_ns,
-        "st_ctime": node.mtime_ns,
-        "st_atime": node.mtime_ns,
-    }
-
-
-def _c_stat(node: Node, symlinks: bool, ino: int) -> Any:
-    """``attributes`` as a ready struct for readdir: a thousand entries per listing."""
-    mode, nlink, size = _kind(node, symlinks)
-    spec = mfusepy.c_timespec(*divmod(node.mtime_ns, 1_000_000_000))
-    return mfusepy.c_stat(
-        st_ino=ino,
-        st_mode=mode,
-        st_nlink=nlink,
-        st_size=size,
-        st_blocks=(size + 511) // 512,
-        st_uid=node.uid,
-        st_gid=node.gid,
-        st_atimespec=spec,
-        st_mtimespec=spec,
-        st_ctimespec=spec,
-    )
-
-
 @dataclass(slots=True)
 class _Handle:
     path: str
@@ -257,7 +210,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         self.symlinks = symlinks
         self._on_init = on_init
         self._handles: dict[int, _Handle] = {}
-        self._dirs: dict[int, list[tuple[bytes, Any]] | None] = {}
+        self._dirs: dict[int, Listing | None] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         # Per mount path: the source whose bytes the page cache may hold, and
@@ -337,26 +290,49 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         return hid
 
     @_guard
-    def readdir(self, path: str, fh: int) -> list[tuple[bytes, Any]]:
-        """(name, struct stat) of one open directory, computed once per opendir.
+    def readdir(self, path: str, fh: int, position: int = 0) -> tuple[int, list[Entry], int]:
+        """(position, entries, plain mode) of one open folder from ``position`` to a page's end.
 
-        The kernel reads a big folder in chunks; answering every chunk from
-        one snapshot keeps the listing complete and stable (reliability.md
-        G9). Consumed by ``binding.ListingFUSE.readdir_fuse_3``, not by mfusepy's own readdir.
+        ``fuse.listing`` keeps one page per open folder, so the kernel reads
+        a folder of millions in chunks while the daemon holds a page; an
+        entry added or removed meanwhile shows at most once (reliability.md
+        G9). An entry is (name, struct stat), or (name, inode number) in a
+        folder as big as the archive: those go without attributes, of the file
+        type "plain mode", so that neither libfuse nor the kernel keeps a node
+        per entry (``binding``). Called by ``binding.ListingFUSE.readdir_fuse_3``.
         """
-        entries = self._dirs.get(fh)
-        if entries is None:
-            here = mfusepy.c_stat(st_mode=stat.S_IFDIR, st_ino=inode_of(path))
-            up = mfusepy.c_stat(st_mode=stat.S_IFDIR, st_ino=inode_of(parent_path(path)))
-            entries = [(b".", here), (b"..", up)]
-            entries.extend(
-                (name.encode(), _c_stat(node, self.symlinks, inode_of(child_path(path, name))))
-                for name, node in self._shown_entries(self.view.listdir(path))
-            )
-            with self._lock:
-                if fh in self._dirs:
-                    self._dirs[fh] = entries
-        return entries
+        with self._lock:
+            listing = self._dirs.get(fh)
+            if listing is None:
+                listing = Listing(functools.partial(self._pages, path))
+                if fh in self._dirs:  # else not opened here: answered, not kept
+                    self._dirs[fh] = listing
+        return (*listing.window(position), self._plain_mode(path))
+
+    def _pages(self, path: str) -> Iterator[list[Entry]]:
+        # Both asked before the first page, so a folder that is gone fails at once.
+        names = self.view.name_pages(path)
+        entries = self.view.pages(path) if names is None else iter(())
+        here = mfusepy.c_stat(st_mode=stat.S_IFDIR, st_ino=inode_of(path))
+        up = mfusepy.c_stat(st_mode=stat.S_IFDIR, st_ino=inode_of(parent_path(path)))
+        yield [(b".", here), (b"..", up)]
+        for page in names or ():  # by-sop/ and the like: names and inode numbers only
+            yield list(zip(page, inodes_of(path, page), strict=True))
+        symlinks = self.symlinks
+        for shown in entries:
+            yield [
+                (name.encode(), c_stat(node, symlinks, inode_of(child_path(path, name))))
+                for name, node in self._shown_entries(shown)
+            ]
+
+    def _plain_mode(self, path: str) -> int:
+        """The file type of the entries of a names-only listing (their d_type)."""
+        if path.rstrip("/") != "/by-sop":
+            return stat.S_IFDIR
+        if not self.symlinks:
+            return stat.S_IFREG
+        # With part10 a file served with a prefix stays a regular file: unknown (0) here.
+        return 0 if self.view.part10 else stat.S_IFLNK
 
     @_guard
     def releasedir(self, path: str, fh: int) -> int:
@@ -367,7 +343,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
     @_guard
     def readlink(self, path: str) -> str:
         node = self.view.lookup(path)
-        if not isinstance(node, FileNode) or not _is_link(node, self.symlinks):
+        if not isinstance(node, FileNode) or not is_link(node, self.symlinks):
             raise mfusepy.FuseOSError(errno.EINVAL)  # readlink(2) of a non-link
         assert node.real_path is not None
         return node.real_path

@@ -96,3 +96,15 @@ def space(paths: Iterable[str]) -> dict[str, int]:
     for key in ("f_files", "f_ffree", "f_favail"):
         answer[key] = sum(getattr(f, key) for f in found)
     return answer
+
+
+def inodes_of(parent: str, names: Iterable[bytes]) -> list[int]:
+    """``inode_of`` of every ``parent/name`` at once: a page of a listing of millions.
+
+    The same numbers as ``inode_of`` (a test compares them), without a call
+    per name: the per-entry cost of a big listing is mostly Python calls.
+    """
+    head = f"{parent.rstrip('/')}/".encode("utf-8", "surrogateescape")
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    out = [from_bytes(blake2b(head + n, digest_size=8).digest(), "big") >> 1 for n in names]
+    return [ino ^ (1 << 62) if ino in _RESERVED else ino for ino in out]

@@ -35,11 +35,12 @@ true``; the root and the top folders stay, so the status can be found.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ from dicomfs.dicom.records import is_safe_uid
 from dicomfs.errors import UnknownUidError
 from dicomfs.index import IndexReader, InstanceRow, ListingRow, RejectedRow, graph
 from dicomfs.view.cache import TTLCache
-from dicomfs.view.names import SYNTHETIC_PREFIX, member_name, named, synthetic_name
+from dicomfs.view.names import member_name, named
 from dicomfs.view.nodes import (
     DirNode,
     FileNode,
@@ -60,6 +61,7 @@ from dicomfs.view.nodes import (
     SourceChanged,
     open_source,
 )
+from dicomfs.view.pages import Entries, find_synthetic, name_pages, pages, streamed
 from dicomfs.view.paths import NAMES, split_path, uid_of
 from dicomfs.view.patients import PatientsTree
 from dicomfs.view.plan_table import PlanLine, format_tsv, plan_lines, renderer
@@ -163,13 +165,40 @@ class View:
         raise NotFound("no such file or folder")
 
     def listdir(self, path: str) -> list[tuple[str, Node]]:
-        """(name, node) of every entry of the folder at ``path``, sorted by name."""
+        """(name, node) of every entry of the folder at ``path``, sorted by name.
+
+        Whole, for ``dicomfs ls`` and WebDAV; the FUSE adapter lists with
+        ``pages``, which never holds more than a page of the big folders.
+        """
+        parts = split_path(path)
+        entries = self.pages(path)
+        if streamed(parts):
+            return sorted(itertools.chain.from_iterable(entries), key=lambda e: e[0])
+        return next(entries)
+
+    def pages(self, path: str) -> Iterator[Entries]:
+        """The entries of the folder at ``path`` in pages (``view.pages``); NotFound at once.
+
+        A folder bounded by one study, series or plan is one page, sorted by
+        name and cached for the TTL; the folders that grow with the archive
+        come a page per query, in key order.
+        """
         parts = split_path(path)
         node = self.lookup(path)
         if isinstance(node, FileNode):
             raise NotADirectory("not a folder")
+        if streamed(parts):
+            return pages(self, parts)
         key = ("list", *parts)
-        return self._cache.get(key, lambda: sorted(self._list(parts), key=lambda e: e[0]))
+        return iter([self._cache.get(key, lambda: sorted(self._list(parts), key=lambda e: e[0]))])
+
+    def name_pages(self, path: str) -> Iterator[list[bytes]] | None:
+        """Only the names of a folder that grows with the archive, a page at a time; else None.
+
+        For listings without attributes (``fuse.fs``): see ``view.pages``.
+        """
+        parts = split_path(path)
+        return name_pages(self, parts) if streamed(parts) else None
 
     def read_virtual(self, node: FileNode) -> bytes:
         if node.content is None:
@@ -267,11 +296,9 @@ class View:
         if len(rest) != 1:
             raise NotFound("/".join(rest))
         name = rest[0]
-        if name.startswith(SYNTHETIC_PREFIX):
-            for listed, node in self._sop_listing():  # rare: only unsafe UIDs get these
-                if listed == name:
-                    return node
-            raise NotFound(name)
+        synthetic = find_synthetic(self, name)  # rare: only unsafe UIDs get these names
+        if synthetic is not None:
+            return synthetic
         return self._file(name, self._instance(name if is_safe_uid(name) else uid_of(name)))
 
     def _by_series(self, rest: list[str]) -> Node:
@@ -390,8 +417,6 @@ class View:
         if top == "patients" and self._patients is not None:
             return self._patients.listing(rest)
         reader = self.reader
-        if top == "by-sop":
-            return list(self._sop_listing())
         if top in ("plans", "objects") and len(rest) == 1:
             return self._graph_listing(top, rest[0])
         if top in ("plans", "objects") and len(rest) == 2:
@@ -399,15 +424,8 @@ class View:
             return [(name, self._file(name, inst)) for name, inst in folder.items()]
         if top == "plans":
             return [(p.sop_uid, self._dir(p.sop_uid)) for p in reader.plans() if named(p)]
-        if top == "objects":
-            names = (n[:-4] for n, _ in self._sop_listing() if not n.startswith(SYNTHETIC_PREFIX))
-            return [(uid, self._dir(uid)) for uid in names]
-        if top == "by-series" and not rest:
-            return [(s, self._dir(s)) for s in reader.series_uids() if is_safe_uid(s)]
         if top == "by-series":
             return self._instance_listing(self._rows(rest[0]))
-        if top == "by-study" and not rest:
-            return [(s, self._dir(s)) for s in reader.study_uids() if is_safe_uid(s)]
         if len(rest) == 1:
             series = reader.study_series_uids(rest[0])
             return [(s, self._dir(s)) for s in series if is_safe_uid(s)]
@@ -429,18 +447,6 @@ class View:
     ) -> list[tuple[str, Node]]:
         file = self._file
         return [(n, file(n, i)) for i in insts if named(i) for n in (f"{i.sop_uid}.dcm",)]
-
-    def _sop_listing(self) -> list[tuple[str, FileNode]]:
-        """by-sop entries, synthetic names included; cached, as it is the whole index."""
-
-        def build() -> list[tuple[str, FileNode]]:
-            out = []
-            for inst in self._rows():
-                name = f"{inst.sop_uid}.dcm" if named(inst) else synthetic_name(inst.sop_uid)
-                out.append((name, self._file(name, inst)))
-            return out
-
-        return self._cache.get(("by-sop",), build)
 
     def _graph_listing(self, top: str, uid: str) -> list[tuple[str, Node]]:
         names = list(_PLAN_ENTRIES)

@@ -1,0 +1,108 @@
+"""Folders as big as the archive, read a page at a time by key (issue 13).
+
+``by-sop/`` and ``objects/`` have one entry per instance: at ten million
+files, a listing built whole costs gigabytes and minutes before the kernel
+sees its first entry. These queries return the rows after a key, in key
+order, ``limit`` at a time (keyset pagination on the index that serves the
+order, never OFFSET), so a listing holds one page and each page is one
+statement: no read transaction outlives it (reliability.md E5). Keys are
+unique and ordered, so an instance added or removed between two pages
+appears at most once and never breaks the listing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from dicomfs.index.reader import IndexReader
+from dicomfs.index.rows import (
+    FILE_COLUMNS,
+    INSTANCE_COLUMNS,
+    InstanceRow,
+    ListingRow,
+    file_row,
+    instance_row,
+)
+
+PAGE = 1000  # rows per page: a few hundred kilobytes of rows and nodes
+
+
+def _after(key: str | None, column: str) -> tuple[str, tuple[str, ...]]:
+    return ("", ()) if key is None else (f" AND {column} > ?", (key,))
+
+
+def listing_page(
+    reader: IndexReader,
+    after: str | None = None,
+    limit: int = PAGE,
+    *,
+    series_uid: str | None = None,
+) -> list[ListingRow]:
+    """Serving instances (of one series, or all) with SOP Instance UID after ``after``.
+
+    Only what ``ls -l`` shows: building full rows (JSON per row) would take
+    most of a listing's budget.
+    """
+    where, params = _after(after, "i.sop_uid")
+    if series_uid is not None:
+        where, params = where + " AND i.series_uid = ?", (*params, series_uid)
+    return [
+        ListingRow(row[0], row[1], row[2], row[3], bool(row[4]), file_row(row, 5))
+        for row in reader.rows(
+            "SELECT i.sop_uid, i.modality, i.study_uid, i.series_uid, i.uid_safe, "
+            f"{FILE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
+            f"WHERE i.serving = 1{where} ORDER BY i.sop_uid LIMIT ?",
+            (*params, limit),
+        )
+    ]
+
+
+def instance_page(
+    reader: IndexReader, after: str | None = None, limit: int = PAGE
+) -> list[InstanceRow]:
+    """Like ``listing_page`` over the whole index, with full rows (the part10 setting)."""
+    where, params = _after(after, "i.sop_uid")
+    return [
+        instance_row(row)
+        for row in reader.rows(
+            f"SELECT {INSTANCE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
+            f"WHERE i.serving = 1{where} ORDER BY i.sop_uid LIMIT ?",
+            (*params, limit),
+        )
+    ]
+
+
+def uid_page(
+    reader: IndexReader,
+    column: Literal["series_uid", "study_uid"],
+    after: str | None = None,
+    limit: int = PAGE,
+) -> list[str]:
+    """Distinct series or study UIDs after ``after``, one seek each on their partial index."""
+    where, params = _after(after, column)
+    return [
+        row[0]
+        for row in reader.rows(
+            f"SELECT DISTINCT {column} FROM instances WHERE serving = 1 AND {column} != ''"
+            f"{where} ORDER BY {column} LIMIT ?",
+            (*params, limit),
+        )
+    ]
+
+
+def sop_uid_page(reader: IndexReader, after: bytes | None = None, limit: int = PAGE) -> list[bytes]:
+    """SOP Instance UIDs of serving instances after ``after``, as bytes: names only.
+
+    What a plain listing of ``by-sop/`` or ``objects/`` needs, read from the
+    ``instances_serving`` index alone (no table row, no join), as the bytes
+    the kernel is handed: a page of a ten-million-entry listing.
+    """
+    where, params = ("", ()) if after is None else (" AND sop_uid > CAST(? AS TEXT)", (after,))
+    return [
+        row[0]
+        for row in reader.rows(
+            f"SELECT CAST(sop_uid AS BLOB) FROM instances WHERE serving = 1{where} "
+            "ORDER BY sop_uid LIMIT ?",
+            (*params, limit),
+        )
+    ]

@@ -1,0 +1,146 @@
+"""Folder listings a page at a time, so that no listing costs memory in proportion to the archive.
+
+``by-sop/`` and ``objects/`` hold one entry per instance, ``by-series/``
+and ``by-study/`` one per series or study: folders that grow with the
+archive. They are read from the index in key order, a page per statement
+(``index.pages``), and handed on page by page: a listing of ten million
+entries holds one page, several listings at once hold one page each, and
+the kernel has its first entries after one query. An entry added or removed
+while a listing runs appears at most once, because every page starts after
+the last key of the one before. These listings come in key order, not name
+order (``1.2.3.4.dcm`` sorts before ``1.2.3.dcm`` by name, after it by UID);
+nothing promises an order, and ``ls`` sorts for itself.
+
+Every other folder is bounded by one study, series or plan and comes whole
+(``View.listdir``, sorted by name and cached for the TTL).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Literal, Protocol
+
+from dicomfs.dicom.records import UID_MAX_LENGTH, is_safe_uid
+from dicomfs.index import IndexReader, InstanceRow, ListingRow
+from dicomfs.index.pages import PAGE, instance_page, listing_page, sop_uid_page, uid_page
+from dicomfs.view.names import SYNTHETIC_PREFIX, named, synthetic_name
+from dicomfs.view.nodes import DirNode, FileNode, Node
+
+Entries = list[tuple[str, Node]]
+STREAMED = (("by-sop",), ("objects",), ("by-series",), ("by-study",))
+# records.UID_PATTERN for a whole page of UIDs joined by newlines: one match per
+# page instead of one per name, which is most of a names-only listing's cost.
+_SAFE_PAGE = re.compile(rb"(?:(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*\n)*")
+
+
+class Host(Protocol):
+    """What paging needs of ``tree.View``."""
+
+    @property
+    def reader(self) -> IndexReader: ...
+
+    @property
+    def part10(self) -> bool: ...
+
+    def make_dir(self, name: str, witness: str | None = None) -> DirNode: ...
+
+    def make_file(self, name: str, inst: InstanceRow | ListingRow) -> FileNode: ...
+
+
+def streamed(parts: list[str]) -> bool:
+    """Whether the folder at ``parts`` is listed in pages from the index."""
+    return tuple(parts) in STREAMED
+
+
+def pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[Entries]:
+    """Pages of the streamed folder at ``parts`` (``streamed(parts)`` must be true)."""
+    top = parts[0]
+    if top == "by-sop":
+        for rows in _row_pages(host, limit):
+            yield [
+                (name, host.make_file(name, row))
+                for row in rows
+                for name in (_sop_name(row.sop_uid, named(row)),)
+            ]
+    elif top == "objects":
+        for rows in _row_pages(host, limit):
+            yield [(row.sop_uid, host.make_dir(row.sop_uid)) for row in rows if named(row)]
+    else:
+        column: Literal["series_uid", "study_uid"] = (
+            "series_uid" if top == "by-series" else "study_uid"
+        )
+        after: str | None = None
+        while uids := uid_page(host.reader, column, after, limit):
+            yield [(uid, host.make_dir(uid)) for uid in uids if is_safe_uid(uid)]
+            after = uids[-1]
+
+
+def name_pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[list[bytes]]:
+    """Names only of the streamed folder at ``parts``, a page at a time, as bytes.
+
+    A listing of ``by-sop/`` at ten million entries is one index-only query
+    per page and a few Python operations per name, nothing more: each file's
+    attributes are looked up only when asked for (``ls -l``).
+    """
+    top = parts[0]
+    if top not in ("by-sop", "objects"):
+        column: Literal["series_uid", "study_uid"] = (
+            "series_uid" if top == "by-series" else "study_uid"
+        )
+        after: str | None = None
+        while uids := uid_page(host.reader, column, after, limit):
+            yield [u.encode() for u in uids if is_safe_uid(u)]
+            after = uids[-1]
+        return
+    last: bytes | None = None
+    while raw := sop_uid_page(host.reader, last, limit):
+        if _all_safe(raw):
+            yield [uid + b".dcm" for uid in raw] if top == "by-sop" else raw
+        else:
+            uids = [uid.decode("utf-8", "surrogateescape") for uid in raw]
+            named_only = [u for u in uids if is_safe_uid(u)]
+            names = named_only if top == "objects" else [_sop_name(u, True) for u in uids]
+            yield [name.encode("utf-8", "surrogateescape") for name in names]
+        last = raw[-1]
+
+
+def _all_safe(uids: list[bytes]) -> bool:
+    """``is_safe_uid`` of every UID, in one match; a UID holding a newline fails the count."""
+    joined = b"\n".join(uids) + b"\n"
+    return (
+        max(map(len, uids), default=1) <= UID_MAX_LENGTH
+        and joined.count(b"\n") == len(uids)
+        and _SAFE_PAGE.fullmatch(joined) is not None
+    )
+
+
+def find_synthetic(host: Host, name: str) -> FileNode | None:
+    """The by-sop file listed as ``name`` (``invalid-uid-...``): a walk over every page.
+
+    Such names are rare (only instances whose UID may not be a name) and the
+    name is a hash, so there is no key to seek; the walk holds one page.
+    """
+    if not name.startswith(SYNTHETIC_PREFIX):
+        return None
+    for rows in _row_pages(host, PAGE):
+        for row in rows:
+            if not named(row) and synthetic_name(row.sop_uid) == name:
+                return host.make_file(name, row)
+    return None
+
+
+def _sop_name(uid: str, safe: bool) -> str:
+    return f"{uid}.dcm" if safe and is_safe_uid(uid) else synthetic_name(uid)
+
+
+def _row_pages(host: Host, limit: int) -> Iterator[list[InstanceRow] | list[ListingRow]]:
+    after: str | None = None
+    while True:
+        reader = host.reader  # this thread's: a listing may go on in another FUSE thread
+        page = instance_page if host.part10 else listing_page
+        rows: list[InstanceRow] | list[ListingRow] = page(reader, after, limit)
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].sop_uid

@@ -194,7 +194,7 @@ def test_missing_txt(view: View, corpus: Corpus) -> None:
     assert (node.uid, node.gid, node.real_path) == (0, 4321, None)
     assert view.read_virtual(node) == data
     complete = view.lookup(f"objects/{corpus.rs1}/missing.txt")
-    assert isinstance(complete, FileNode) and complete.size == 0 and complete.content == b""
+    assert isinstance(complete, FileNode) and complete.size == 0 and complete.data() == b""
 
 
 def test_manifest_json(view: View, corpus: Corpus) -> None:

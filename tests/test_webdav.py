@@ -174,7 +174,7 @@ def test_every_file_of_a_plan_package_is_byte_exact(share: Share, view: View, de
                 if node.real_path is not None:
                     assert got.getvalue() == Path(node.real_path).read_bytes(), path
                 else:  # manifest.json, missing.txt: as the view makes them
-                    assert got.getvalue() == node.content, path
+                    assert got.getvalue() == node.data(), path
                 checked += 1
         assert checked > len(patient.ct_uids)
 

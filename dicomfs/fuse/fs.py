@@ -362,11 +362,12 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         node = self.view.lookup(path)
         if isinstance(node, DirNode):
             raise mfusepy.FuseOSError(errno.EISDIR)
-        if node.content is not None:
-            content = node.content
+        if node.generated:
             if self.as_caller and node.render is not None:
                 with acting_as(_caller()):
                     content = node.render(reveal_for(node))
+            else:
+                content = node.data()
             handle = _Handle(path, None, content, node.identity)
             fi.direct_io, fi.keep_cache = 1, 0
         else:

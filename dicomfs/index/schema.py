@@ -52,6 +52,9 @@ from dicomfs import __version__
 from dicomfs.errors import IndexCorruptError
 
 SCHEMA_VERSION = 3
+# Meta key moved by every batch that writes anything (``IndexWriter.apply``):
+# what the view keeps (plan packages) is valid while it stays the same.
+GENERATION = "generation"
 DETAILS_PENDING = "details_pending"
 # The columns of ``details`` that ``details_fts`` indexes.
 SEARCH_COLUMNS = ("patient_name", "study_description", "series_description", "label", "plan_name")

@@ -25,7 +25,7 @@ from dicomfs.dicom.records import FileResult, FileStat, Instance
 from dicomfs.errors import IndexCorruptError
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.rows import ApplyStats, decode_path
-from dicomfs.index.schema import create_or_check_schema, ensure_search
+from dicomfs.index.schema import GENERATION, create_or_check_schema, ensure_search
 
 # SQLite's auto-checkpoint cannot restart the WAL while readers keep reading
 # (a busy mount): past this size a batch ends with a checkpoint that waits for
@@ -100,6 +100,8 @@ class IndexWriter(IndexReader):
                     stats.removed += self._remove(os.fsencode(path), digest)
                 for item in results:
                     self._store(item, digest, stats)
+                if results or stats.removed:
+                    self._next_generation()
                 conn.execute("COMMIT")
             except BaseException:
                 # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR):
@@ -114,6 +116,18 @@ class IndexWriter(IndexReader):
             if wal > WAL_LIMIT:
                 self._restart_wal()
         return stats
+
+    def _next_generation(self) -> None:
+        """Move ``GENERATION``: to the commit time in ns, or one more than before.
+
+        A rebuilt index so never repeats a value its predecessor had: a reader
+        that reopens must not take packages kept from the old one for new.
+        """
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (GENERATION,)).fetchone()
+        value = max(int(row[0]) + 1 if row else 0, time.time_ns())
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (GENERATION, str(value))
+        )
 
     def _restart_wal(self) -> None:
         """Checkpoint and restart the WAL, waiting briefly for the readers of the moment.

@@ -166,10 +166,10 @@ class FileResource(_NodeProperties, DAVNonCollection):  # type: ignore[misc]
         return True
 
     def get_content(self) -> io.BytesIO:
-        if self.node.content is None:
+        if not self.node.generated:
             # Source bytes go out only through files.py, opened as the reader.
             raise DAVError(HTTP_INTERNAL_ERROR, "source files are not served on this path")
-        return io.BytesIO(self.node.content)
+        return io.BytesIO(self.node.data())
 
 
 Resource = FolderResource | FileResource

@@ -122,11 +122,12 @@ def _open(view: View, node: FileNode, caller: Caller) -> tuple[BinaryIO, int, st
     A generated file that names source paths is made again for a reader other
     than the daemon's own user, naming only the paths that reader may see.
     """
-    if node.content is not None:
-        content = node.content
+    if node.generated:
         if node.render is not None and caller != own_account():
             with acting_as(caller):
                 content = node.render(reveal_for(node))
+        else:
+            content = node.data()
         served = node if content is node.content else replace(node, content=content)
         return io.BytesIO(content), len(content), etag(served)
     with acting_as(caller):

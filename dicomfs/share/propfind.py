@@ -55,8 +55,8 @@ def content_type(name: str) -> str:
 
 def etag(node: FileNode) -> str:
     """Strong ETag without quotes: the source's identity, or a digest of generated content."""
-    if node.content is not None:
-        return "g" + hashlib.blake2b(node.content, digest_size=12).hexdigest()
+    if node.generated:
+        return "g" + hashlib.blake2b(node.data(), digest_size=12).hexdigest()
     return f"{node.dev:x}-{node.inode:x}-{node.size:x}-{node.mtime_ns:x}"
 
 

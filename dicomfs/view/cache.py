@@ -46,3 +46,36 @@ class TTLCache:
                 while len(self._data) > self.maxsize:
                     self._data.popitem(last=False)
         return value
+
+
+class VersionedCache:
+    """A bounded LRU whose entries stay valid while the index is at the version they were made at.
+
+    Plan packages are costly (many queries, a JSON document) and depend on
+    what the index holds, not on the clock: kept with the index's generation
+    (``IndexWriter.apply`` moves it), one stays valid until ingest writes
+    again, however long that is, instead of for a TTL. The version is read
+    before computing, so a write during the computation makes the entry old
+    at once. ``version`` None (an index older than the generation) keeps nothing.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, tuple[str, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, version: str | None, compute: Callable[[], _T]) -> _T:
+        if version is not None:
+            with self._lock:
+                hit = self._data.get(key)
+                if hit is not None and hit[0] == version:
+                    self._data.move_to_end(key)
+                    return cast(_T, hit[1])
+        value = compute()
+        if version is not None:
+            with self._lock:
+                self._data[key] = (version, value)
+                self._data.move_to_end(key)
+                while len(self._data) > self.maxsize:
+                    self._data.popitem(last=False)
+        return value

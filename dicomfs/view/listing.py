@@ -53,6 +53,6 @@ def cat_bytes(view: View, path: str) -> bytes:
     node = view.lookup(path)
     if isinstance(node, DirNode):
         raise IsADirectory("is a folder, not a file")
-    if node.content is not None:
-        return node.content
+    if node.generated:
+        return node.data()
     return read_source(node)

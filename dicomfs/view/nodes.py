@@ -93,6 +93,22 @@ class FileNode:
     reveal_files: bool = field(default=False, compare=False)
     # A PS3.10 header made from the index row, served before the source's bytes.
     prefix: bytes = b""
+    # Generated content made only when read: a plan's manifest.json is
+    # listed with its size (kept per index generation), made when opened.
+    make: Callable[[], bytes] | None = field(default=None, compare=False)
+
+    @property
+    def generated(self) -> bool:
+        """Whether this file is made by dicomfs (``content`` or ``make``), not a source."""
+        return self.content is not None or self.make is not None
+
+    def data(self) -> bytes:
+        """The content of a generated file (``make`` runs now); ValueError for a source."""
+        if self.content is not None:
+            return self.content
+        if self.make is None:
+            raise ValueError(f"{self.name} is a source file, not a generated one")
+        return self.make()
 
     @property
     def source_size(self) -> int:

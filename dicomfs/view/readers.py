@@ -32,6 +32,11 @@ class ThreadReaders:
         self._checked: dict[int, float] = {}
         self._rebuilding: dict[int, bool] = {}  # per thread: is its reader's index being rebuilt
         self._origin: tuple[int, int] | None = None  # (dev, inode) of the first index file read
+        # Moved by the first thread that finds the index file changed: every other
+        # thread reopens at its next call, so no thread answers from the old file
+        # (or the old state) for up to a check interval after another saw the new.
+        self._epoch = 0
+        self._opened: dict[int, int] = {}  # the epoch each thread's reader was opened in
         self._lock = threading.Lock()
 
     def get(self) -> tuple[IndexReader, bool]:
@@ -47,11 +52,16 @@ class ThreadReaders:
         ident = threading.get_ident()
         reader = self._readers.get(ident)
         now = time.monotonic()
-        if reader is not None and now - self._checked.get(ident, now) >= READER_CHECK_INTERVAL:
+        stale = reader is not None and self._opened.get(ident) != self._epoch
+        if reader is not None and (
+            stale or now - self._checked.get(ident, now) >= READER_CHECK_INTERVAL
+        ):
             self._checked[ident] = now
-            if not reader.is_current():  # reliability.md E6
-                log.warning("the index file %s changed: reopening it", reader.path)
+            if stale or not reader.is_current():  # reliability.md E6
                 with self._lock:
+                    if not stale:
+                        log.warning("the index file %s changed: reopening it", reader.path)
+                        self._epoch += 1
                     self._readers.pop(ident, None)
                 reader.close()
                 reader = None
@@ -64,6 +74,7 @@ class ThreadReaders:
                 raise
             with self._lock:
                 self._readers[ident] = reader
+                self._opened[ident] = self._epoch
             self._checked[ident] = now
         elif self._rebuilding.get(ident):
             self._rebuilding[ident] = self._incomplete(reader)

@@ -7,6 +7,7 @@ both front ends use these functions.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -149,8 +150,26 @@ def _shown(path: str, reveal: Reveal | None) -> str | None:
 
 def format_manifest(pkg: graph.Package, reveal: Reveal | None = None) -> bytes:
     """manifest.json; the same document as ``dicomfs package --json``."""
-    doc = manifest(pkg, reveal)
-    return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return json_lines(manifest(pkg, reveal)).encode()
+
+
+def json_lines(doc: dict[str, Any]) -> str:
+    """``doc`` as JSON with each key, and each item of a list, on a line of its own.
+
+    As readable as ``indent=2`` for a member list, and ten times faster: only
+    without ``indent`` does ``json`` use its C encoder, and a plan's manifest
+    is made for every plan a ``find`` lists (about 6 ms each the other way).
+    """
+    dump = functools.partial(json.dumps, sort_keys=True, ensure_ascii=False)
+    lines = []
+    for key in sorted(doc):
+        value = doc[key]
+        if isinstance(value, list) and value:
+            items = ",\n    ".join(dump(item) for item in value)
+            lines.append(f"  {dump(key)}: [\n    {items}\n  ]")
+        else:
+            lines.append(f"  {dump(key)}: {dump(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def format_rejected(rows: Iterable[RejectedRow], reveal: Reveal | None = None) -> bytes:

@@ -14,12 +14,11 @@ UIDs with leading-zero components ("1.2.03", seen in the wild) are unsafe by
 the grammar: such instances are reachable only through their synthetic
 by-sop name and stay listed, with their raw UID, in manifest.json.
 
-Caching: building a plan package costs many queries, and the kernel asks for
-attributes of every entry. Packages, folder listings and generated files are
-cached for ``cache_ttl`` seconds (default 1 s, 0 turns caching off). Single
-lookups (``by-sop/<uid>.dcm``, a plan or series folder) always query, so a
-file indexed a moment after a failed lookup is visible at once, and nothing
-cached is older than the TTL.
+Caching: plan packages are kept while the index's generation stays
+(``packages``); folder listings and the other generated files for
+``cache_ttl`` seconds (default 1 s, 0 turns that off). Single lookups always
+query, so a file indexed a moment after a failed lookup is visible at once.
+The folders that grow with the archive are listed in pages (``pages``).
 
 With ``part10`` (off by default) a file without a PS3.10 header (Monaco and
 other TPS exports) is served with one in front, made from its index row
@@ -41,15 +40,13 @@ import logging
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from dicomfs import __version__
 from dicomfs.dicom.records import is_safe_uid
-from dicomfs.errors import UnknownUidError
-from dicomfs.index import IndexReader, InstanceRow, ListingRow, RejectedRow, graph
+from dicomfs.index import IndexReader, InstanceRow, ListingRow, RejectedRow
 from dicomfs.view.cache import TTLCache
-from dicomfs.view.names import member_name, named
+from dicomfs.view.names import named
 from dicomfs.view.nodes import (
     DirNode,
     FileNode,
@@ -61,6 +58,7 @@ from dicomfs.view.nodes import (
     SourceChanged,
     open_source,
 )
+from dicomfs.view.packages import Packages
 from dicomfs.view.pages import Entries, find_synthetic, name_pages, pages, streamed
 from dicomfs.view.paths import NAMES, split_path, uid_of
 from dicomfs.view.patients import PatientsTree
@@ -71,7 +69,6 @@ from dicomfs.view.report import (
     PLAN_FOLDERS,
     Reveal,
     format_manifest,
-    format_missing,
     format_rejected,
 )
 
@@ -84,14 +81,6 @@ _PLAN_ENTRIES = ("plan.dcm", *PLAN_FOLDERS, "missing.txt", "manifest.json")
 
 
 # -- the tree -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _PackageView:
-    folders: dict[str, dict[str, InstanceRow]]
-    missing_txt: bytes
-    manifest_json: bytes
-    package: graph.Package  # to render manifest.json for one reader
 
 
 class View:
@@ -121,6 +110,7 @@ class View:
         self.dir_uid, self.dir_gid, self.dir_mode = dir_uid, dir_gid, dir_mode & 0o7777
         self.mount_time_ns = mount_time_ns
         self._cache = TTLCache(cache_ttl, cache_size)
+        self._packages = Packages(self)
         self._extra_status = extra_status
         self._on_source_changed = on_source_changed
         self.names = names
@@ -201,9 +191,9 @@ class View:
         return name_pages(self, parts) if streamed(parts) else None
 
     def read_virtual(self, node: FileNode) -> bytes:
-        if node.content is None:
+        if not node.generated:
             raise IsADirectory(f"{node.name} is a source file, not a generated one")
-        return node.content
+        return node.data()
 
     def open_file(self, node: FileNode) -> int:
         """``open_source`` that also reports a changed source for re-indexing."""
@@ -250,6 +240,19 @@ class View:
         return FileNode(
             name, None, len(content), self.mount_time_ns, self.dir_uid, self.dir_gid,
             GENERATED_MODE, 0, 0, content, render=render, reveal_files=reveal_files,
+        )  # fmt: skip
+
+    def _made(
+        self,
+        name: str,
+        size: int,
+        make: Callable[[], bytes],
+        render: Callable[[Reveal], bytes] | None = None,
+    ) -> FileNode:
+        """A generated file listed with its size and made when read (``FileNode.make``)."""
+        return FileNode(
+            name, None, size, self.mount_time_ns, self.dir_uid, self.dir_gid,
+            GENERATED_MODE, 0, 0, None, render=render, make=make,
         )  # fmt: skip
 
     def _file(self, name: str, inst: InstanceRow | ListingRow) -> FileNode:
@@ -345,7 +348,7 @@ class View:
         self_name: str,
         folders: tuple[str, ...],
         *,
-        manifest: bool,
+        manifest: bool = False,
     ) -> Node:
         if not rest:
             return self._dir(root.sop_uid)
@@ -355,35 +358,32 @@ class View:
                 return self._file(name, root)
             if name in folders:
                 return self._dir(name)
+            uid = root.sop_uid
             if name == "missing.txt":
-                return self._generated(name, self._package(root.sop_uid).missing_txt)
+                return self._made(
+                    name,
+                    self._packages.head(uid).missing_size,
+                    lambda: self._packages.view(uid).missing_txt,
+                )
             if name == "manifest.json" and manifest:
-                view = self._package(root.sop_uid)
-                return self._generated(
-                    name, view.manifest_json, functools.partial(format_manifest, view.package)
+                return self._made(
+                    name,
+                    self._packages.head(uid).manifest_size,
+                    lambda: self._packages.view(uid).manifest_json,
+                    lambda reveal: format_manifest(self._packages.view(uid).package, reveal),
                 )
         elif len(rest) == 2 and name in folders:
-            member = self._package(root.sop_uid).folders[name].get(rest[1])
+            member = self._packages.view(root.sop_uid).folders[name].get(rest[1])
             if member is not None:
                 return self._file(rest[1], member)
         raise NotFound("/".join(rest))
 
-    def human_path(
-        self,
-        patient_id: str,
-        *,
-        study_uid: str | None = None,
-        series_uid: str | None = None,
-        sop_uid: str | None = None,
-        plan_uid: str | None = None,
-    ) -> str | None:
-        """Where a patient (or its study, series, file, plan) is under patients/; None without."""
+    def human_path(self, patient_id: str, **uids: str | None) -> str | None:
+        """Where a patient (or its study_uid, series_uid, sop_uid, plan_uid) is under
+        patients/; None without that tree."""
         if self._patients is None:
             return None
-        return self._patients.path_of(
-            patient_id, study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid,
-            plan_uid=plan_uid,
-        )  # fmt: skip
+        return self._patients.path_of(patient_id, **uids)
 
     def plan_paths(self) -> dict[str, str]:
         """{plan UID: the plan's folder}: under patients/ when the tree has it, else plans/<uid>."""
@@ -393,7 +393,11 @@ class View:
 
     def _meta(self, rest: list[str]) -> Node:
         if rest == ["status.json"]:
-            return self._generated("status.json", self._cache.get(("status",), self._status))
+            # Never from the cache during a rebuild: a listing that answers "try
+            # again" is explained by the status at once, not when its cache expires.
+            rebuilding = self._thread_reader()[1]
+            status = self._status() if rebuilding else self._cache.get(("status",), self._status)
+            return self._generated("status.json", status)
         if rest == ["plans.tsv"]:
             if self.reader.details_pending():  # labels and dates not read again yet
                 raise Rebuilding("the index is reading every file's details again: try again")
@@ -420,7 +424,7 @@ class View:
         if top in ("plans", "objects") and len(rest) == 1:
             return self._graph_listing(top, rest[0])
         if top in ("plans", "objects") and len(rest) == 2:
-            folder = self._package(rest[0]).folders[rest[1]]
+            folder = self._packages.view(rest[0]).folders[rest[1]]
             return [(name, self._file(name, inst)) for name, inst in folder.items()]
         if top == "plans":
             return [(p.sop_uid, self._dir(p.sop_uid)) for p in reader.plans() if named(p)]
@@ -449,31 +453,27 @@ class View:
         return [(n, file(n, i)) for i in insts if named(i) for n in (f"{i.sop_uid}.dcm",)]
 
     def _graph_listing(self, top: str, uid: str) -> list[tuple[str, Node]]:
-        names = list(_PLAN_ENTRIES)
+        """A plan or object folder, from one query for its root (``find plans`` lists 2,000)."""
+        root = self._instance(uid)
         if top == "objects":
             names = ["self.dcm", *_OBJECT_FOLDERS, "missing.txt"]
-        return [(name, self._resolve([top, uid, name])) for name in names]
+            node = functools.partial(
+                self._graph_node,
+                root,
+                self_name="self.dcm",
+                folders=_OBJECT_FOLDERS,
+                manifest=False,
+            )
+        elif root.is_plan:
+            names = list(_PLAN_ENTRIES)
+            node = functools.partial(
+                self._graph_node, root, self_name="plan.dcm", folders=PLAN_FOLDERS, manifest=True
+            )
+        else:
+            raise NotFound(uid)
+        return [(name, node([name])) for name in names]
 
     # -- cached computations ------------------------------------------------
-
-    def _package(self, uid: str) -> _PackageView:
-        def build() -> _PackageView:
-            try:
-                pkg = graph.package(self.reader, uid)
-            except UnknownUidError as exc:
-                raise NotFound(uid) from exc
-            folders: dict[str, dict[str, InstanceRow]] = {}
-            for folder, members in zip(
-                PLAN_FOLDERS, (pkg.references, pkg.referenced_by, pkg.registrations), strict=True
-            ):
-                entries = folders[folder] = {}
-                for m in members:
-                    name = member_name(m.instance)
-                    if name is not None:
-                        entries.setdefault(name, m.instance)
-            return _PackageView(folders, format_missing(pkg.missing), format_manifest(pkg), pkg)
-
-        return self._cache.get(("package", uid), build)
 
     def _status(self) -> bytes:
         reader, rebuilding = self._thread_reader()  # status.json answers during a rebuild

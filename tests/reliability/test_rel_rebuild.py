@@ -102,7 +102,12 @@ def test_the_mount_never_lists_an_empty_by_sop_while_the_index_is_rebuilt(
         assert set(failures) <= {errno.EAGAIN, errno.EIO}, failures
         assert said_rebuilding, "status.json never said the index was being rebuilt"
         wait_for(
-            lambda: (_status(serve) or {}).get("rebuilding") is False, 5, "status.json"
+            lambda: (
+                (_status(serve) or {}).get("ingest", {}).get("rebuilds") == 1  # type: ignore[union-attr]
+                and (_status(serve) or {}).get("rebuilding") is False
+            ),
+            5,
+            "status.json",
         )  # cached for up to 1 s
         status = serve.status()
         assert status["rebuilding"] is False and status["instances"] == len(files)

@@ -305,7 +305,7 @@ def test_a_package_is_eventually_complete_and_missing_is_never_faked(tmp_path: P
         assert missing() == {c.missing_dose}  # what is missing stays listed, never faked
         assert references() == c.package
         txt = view.lookup(f"plans/{c.plan}/missing.txt")
-        assert c.missing_dose.encode() in txt.content  # type: ignore[union-attr, operator]
+        assert c.missing_dose.encode() in txt.data()  # type: ignore[union-attr]
     finally:
         view.close()
         live.stop()

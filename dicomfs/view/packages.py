@@ -1,0 +1,102 @@
+"""Plan and object packages as the mount shows them, kept until the index changes (issue 13).
+
+A package (``graph.package``: everything a plan needs, what it lacks, its
+manifest) costs a dozen queries and a JSON document: about 6 ms. ``find
+MNT/plans -maxdepth 2`` asks for the attributes of every plan folder's
+entries, and ``missing.txt`` and ``manifest.json`` have the sizes of their
+content, so at 2,000 plans that was 17 s on every run. Packages depend on
+the index alone, so they are kept with the index's generation (a meta value
+``IndexWriter.apply`` moves in every batch that writes): one stays valid
+until ingest writes again, however long that is.
+
+Two sizes of memory: whole packages (member rows, manifest bytes: up to a
+few hundred KB each) are kept for the last ``PACKAGES_KEPT`` plans; the
+sizes of their generated files (``Head``, about 100 bytes) for
+``HEADS_KEPT``, so a plan folder is listed without its package, which is
+made again only when a file of it is read. An index without a generation
+(written by an older dicomfs) keeps packages for the view's TTL only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from dicomfs.errors import UnknownUidError
+from dicomfs.index import IndexReader, InstanceRow, graph
+from dicomfs.index.schema import GENERATION
+from dicomfs.view.cache import TTLCache, VersionedCache
+from dicomfs.view.names import member_name
+from dicomfs.view.nodes import NotFound
+from dicomfs.view.report import PLAN_FOLDERS, format_manifest, format_missing
+
+PACKAGES_KEPT = 64
+HEADS_KEPT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What listing a plan folder needs of its package: the sizes of its generated files."""
+
+    missing_size: int
+    manifest_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackageView:
+    folders: dict[str, dict[str, InstanceRow]]
+    missing_txt: bytes
+    manifest_json: bytes
+    package: graph.Package  # to render manifest.json for one reader
+
+
+class Host(Protocol):
+    """What packages need of ``tree.View``."""
+
+    @property
+    def reader(self) -> IndexReader: ...
+
+    @property
+    def cache(self) -> TTLCache: ...
+
+
+class Packages:
+    """Packages and their heads, per index generation; safe to share between threads."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._views = VersionedCache(PACKAGES_KEPT)
+        self._heads = VersionedCache(HEADS_KEPT)
+
+    def view(self, uid: str) -> PackageView:
+        """The package of ``uid`` with its folders' names; NotFound for an unknown UID."""
+        generation = self._generation()
+        if generation is None:
+            return self._host.cache.get(("package", uid), lambda: self._build(uid))
+        return self._views.get(uid, generation, lambda: self._build(uid))
+
+    def head(self, uid: str) -> Head:
+        def build() -> Head:
+            view = self.view(uid)
+            return Head(len(view.missing_txt), len(view.manifest_json))
+
+        return self._heads.get(uid, self._generation(), build)
+
+    def _generation(self) -> str | None:
+        return self._host.reader.meta(GENERATION)
+
+    def _build(self, uid: str) -> PackageView:
+        try:
+            pkg = graph.package(self._host.reader, uid)
+        except UnknownUidError as exc:
+            raise NotFound(uid) from exc
+        folders: dict[str, dict[str, InstanceRow]] = {}
+        for folder, members in zip(
+            PLAN_FOLDERS, (pkg.references, pkg.referenced_by, pkg.registrations), strict=True
+        ):
+            entries = folders[folder] = {}
+            for m in members:
+                name = member_name(m.instance)
+                if name is not None:
+                    entries.setdefault(name, m.instance)
+        return PackageView(folders, format_missing(pkg.missing), format_manifest(pkg), pkg)

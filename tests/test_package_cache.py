@@ -1,0 +1,90 @@
+"""Plan packages are kept until the index changes, not for a TTL (issue 13, ``view.packages``).
+
+``find MNT/plans -maxdepth 2`` stats every plan folder's ``missing.txt`` and
+``manifest.json``, whose sizes are those of their content: a package per
+plan. Kept per index generation, a package is computed once and stays
+valid until a batch is written; the sizes alone stay for many more plans
+than whole packages, so listing a plan folder does not rebuild its package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fuse_helpers import Corpus, build_corpus, write_index
+
+from dicomfs.dicom.records import FileResult, Instance
+from dicomfs.index import IndexReader, IndexWriter
+from dicomfs.index.schema import GENERATION
+from dicomfs.view.nodes import FileNode
+from dicomfs.view.tree import View
+
+HOUR = 3600.0  # the TTL caches never expire during a test: only the index can
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    return build_corpus(tmp_path_factory.mktemp("packages") / "src")
+
+
+@pytest.fixture
+def view(corpus: Corpus, tmp_path: Path) -> Iterator[View]:
+    index = write_index(tmp_path / "index.sqlite", corpus)
+    v = View(lambda: IndexReader(index), dir_uid=0, dir_gid=0, mount_time_ns=0, cache_ttl=HOUR)
+    yield v
+    v.close()
+
+
+def _arrive_missing_dose(view: View, corpus: Corpus, tmp_path: Path) -> None:
+    """The dose the plan names but nobody wrote arrives: a copy of the other dose, new UID."""
+    dose = next(r for r in corpus.results if r.stat.path == corpus.files[corpus.dose])
+    assert isinstance(dose.result, Instance)
+    path = tmp_path / "late-dose.dcm"
+    shutil.copyfile(dose.stat.path, path)
+    late = FileResult(
+        dataclasses.replace(dose.stat, path=str(path), inode=path.stat().st_ino),
+        dataclasses.replace(dose.result, sop_instance_uid=corpus.missing_dose),
+    )
+    writer = IndexWriter(view.reader.path)
+    try:
+        writer.apply([late])
+    finally:
+        writer.close()
+
+
+def test_a_package_stays_until_ingest_writes_and_changes_at_once_when_it_does(
+    view: View, corpus: Corpus, tmp_path: Path
+) -> None:
+    folder = f"plans/{corpus.plan}"
+    missing = view.lookup(f"{folder}/missing.txt")
+    assert isinstance(missing, FileNode) and corpus.missing_dose.encode() in missing.data()
+    assert missing.size == len(missing.data())
+    before = view.reader.meta(GENERATION)
+    assert before is not None
+    kept = view._packages.view(corpus.plan)
+    assert view._packages.view(corpus.plan) is kept  # computed once
+    _arrive_missing_dose(view, corpus, tmp_path)
+    assert view.reader.meta(GENERATION) != before
+    now = view.lookup(f"{folder}/missing.txt")  # no TTL to wait for: the index moved
+    assert isinstance(now, FileNode) and now.size == 0 and now.data() == b""
+    assert view._packages.view(corpus.plan) is not kept
+    assert f"RTDOSE_{corpus.missing_dose}.dcm" in dict(view.listdir(f"{folder}/references"))
+
+
+def test_a_plan_folder_is_listed_from_kept_sizes_without_its_package(
+    view: View, corpus: Corpus
+) -> None:
+    folder = f"plans/{corpus.plan}"
+    first = {n: node.size for n, node in view.listdir(folder) if isinstance(node, FileNode)}
+    view._packages._views._data.clear()  # whole packages evicted, as by 64 other plans
+    view._cache._data.clear()  # and the listing cache
+    again = {n: node.size for n, node in view.listdir(folder) if isinstance(node, FileNode)}
+    assert again == first and first["manifest.json"] > 0
+    assert not view._packages._views._data, "listing the folder rebuilt the package"
+    manifest = view.lookup(f"{folder}/manifest.json")
+    assert isinstance(manifest, FileNode) and len(manifest.data()) == first["manifest.json"]
+    assert view._packages._views._data  # made again when read

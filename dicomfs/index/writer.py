@@ -225,21 +225,30 @@ class IndexWriter(IndexReader):
                 self._promote(previously_served, digest)
             return
         stats.indexed += 1
-        self._insert_instance(file_id, result)
-        if previously_served is not None and previously_served != result.sop_instance_uid:
+        uid = result.sop_instance_uid
+        # The usual case, a UID no other file has: it serves from its insert,
+        # with no duplicate to record (one row write instead of two).
+        alone = (
+            conn.execute("SELECT 1 FROM instances WHERE sop_uid = ? LIMIT 1", (uid,)).fetchone()
+            is None
+        )
+        self._insert_instance(file_id, result, serving=alone)
+        if previously_served is not None and previously_served != uid:
             self._promote(previously_served, digest)
-        self._settle_serving(file_id, st.path, result.sop_instance_uid, digest, stats)
+        if not alone:
+            self._settle_serving(file_id, st.path, uid, digest, stats)
 
-    def _insert_instance(self, file_id: int, inst: Instance) -> None:
+    def _insert_instance(self, file_id: int, inst: Instance, *, serving: bool) -> None:
         conn = self._conn
         conn.execute(
             "INSERT INTO instances(file_id, sop_uid, serving, sop_class, modality, patient_id, "
             "study_uid, series_uid, for_uid, label, dose_summation_type, series_description, "
             "instance_number, plan_intent, transfer_syntax, uid_safe, flags) "
-            "VALUES (?,?,0,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 file_id,
                 inst.sop_instance_uid,
+                int(serving),
                 inst.sop_class_uid,
                 inst.modality,
                 inst.patient_id,

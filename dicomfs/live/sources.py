@@ -68,21 +68,27 @@ def walk_sorted(folder: str, unreadable: list[str]) -> Iterator[FileStat]:
     Links are not followed. A folder that cannot be read is appended to
     ``unreadable`` before any entry that sorts after it is yielded.
     """
+    for _, st in _walk_keyed(folder, unreadable):
+        yield st
+
+
+def _walk_keyed(folder: str, unreadable: list[str]) -> Iterator[tuple[bytes, FileStat]]:
+    """``walk_sorted`` with each path as the index stores it: encoded once, compared as is."""
     stack = [iter(_listing(folder, unreadable))]
     while stack:
         item = next(stack[-1], None)
         if item is None:
             stack.pop()
             continue
-        path, st = item
+        key, path, st = item
         if stat.S_ISDIR(st.st_mode):
             stack.append(iter(_listing(path, unreadable)))
         else:
-            yield FileStat.from_stat(path, st)
+            yield key, FileStat.from_stat(path, st)
 
 
-def _listing(folder: str, unreadable: list[str]) -> list[tuple[str, os.stat_result]]:
-    """The entries of one folder worth a look, sorted by their encoded names (folders + "/")."""
+def _listing(folder: str, unreadable: list[str]) -> list[tuple[bytes, str, os.stat_result]]:
+    """The entries of one folder worth a look, sorted by their encoded paths (folders + "/")."""
     items: list[tuple[bytes, str, os.stat_result]] = []
     try:
         with os.scandir(folder) as entries:
@@ -93,17 +99,17 @@ def _listing(folder: str, unreadable: list[str]) -> list[tuple[str, os.stat_resu
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue  # vanished between listing and stat
-                name = os.fsencode(entry.name)
+                key = os.fsencode(entry.path)
                 if stat.S_ISDIR(st.st_mode):
-                    items.append((name + b"/", entry.path, st))
+                    items.append((key + b"/", entry.path, st))
                 elif stat.S_ISREG(st.st_mode) or is_special(st.st_mode):
-                    items.append((name, entry.path, st))
+                    items.append((key, entry.path, st))
     except OSError as exc:
         log.warning("cannot read folder %s: %s", folder, exc.strerror)
         unreadable.append(folder)
         return []
     items.sort(key=lambda item: item[0])
-    return [(path, st) for _, path, st in items]
+    return items
 
 
 def compare(reader: IndexReader, folder: str, unreadable: list[str]) -> Iterator[Compared]:
@@ -113,20 +119,21 @@ def compare(reader: IndexReader, folder: str, unreadable: list[str]) -> Iterator
     could not be read: such folders are in ``unreadable`` by the time the
     path is yielded, so the caller can tell "gone" from "unknown" (A7).
     """
-    walked = walk_sorted(folder, unreadable)
+    walked = _walk_keyed(folder, unreadable)
     indexed = reader.file_keys_under(folder_prefix(folder))
-    seen = next(walked, None)
+    seen_key, seen = next(walked, (b"", None))
     row = next(indexed, None)
+    row_key = b"" if row is None else os.fsencode(row[0])
     while seen is not None or row is not None:
-        seen_key = b"" if seen is None else os.fsencode(seen.path)
-        row_key = b"" if row is None else os.fsencode(row[0])
         if seen is not None and (row is None or seen_key < row_key):
             yield seen.path, seen, None
-            seen = next(walked, None)
+            seen_key, seen = next(walked, (b"", None))
         elif row is not None and (seen is None or row_key < seen_key):
             yield row[0], None, row[1]
             row = next(indexed, None)
+            row_key = b"" if row is None else os.fsencode(row[0])
         elif seen is not None and row is not None:
             yield seen.path, seen, row[1]
-            seen = next(walked, None)
+            seen_key, seen = next(walked, (b"", None))
             row = next(indexed, None)
+            row_key = b"" if row is None else os.fsencode(row[0])

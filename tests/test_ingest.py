@@ -24,7 +24,7 @@ from dicomfs.demo import write_ct_series
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.live import scan
 from dicomfs.live.ingest import Ingest
-from dicomfs.live.pending import settled
+from dicomfs.live.pending import FILE, Counters, PendingQueue, settled
 from dicomfs.service.config import Settings
 from dicomfs.service.serve import LiveIndex
 
@@ -370,6 +370,31 @@ def test_settle_rule() -> None:
     assert not settled(10, future, None, 0.5)
     assert settled(10, future, (10, future), 0.5)  # unchanged since the last look
     assert not settled(11, future, (10, future), 0.5)
+
+
+def test_a_path_renamed_in_is_due_at_once_and_a_written_one_after_the_settle_period() -> None:
+    """A rename is complete when seen: a burst moved in waits for no settle period (issue 13).
+
+    The look still applies the settle rule to the file's mtime (B1): only the
+    wait before the first look goes. A controlled clock, no timing.
+    """
+    now = [100.0]
+    queue = PendingQueue(
+        Counters(), settle=0.5, batch_size=10, batch_window=0.05, queue_limit=100,
+        clock=lambda: now[0],
+    )  # fmt: skip
+    queue.put(FILE, "/src/written.dcm")
+    queue.put(FILE, "/src/moved.dcm", at_once=True)
+    now[0] += 0.06  # past the batch window, before the settle period
+    job = queue.next_job()
+    assert job == []  # first, the index file check the worker does on its own clock
+    queue.finished()
+    job = queue.next_job()
+    assert isinstance(job, list) and [path for path, _ in job] == ["/src/moved.dcm"]
+    queue.finished()
+    now[0] += 0.5
+    job = queue.next_job()
+    assert isinstance(job, list) and [path for path, _ in job] == ["/src/written.dcm"]
 
 
 def test_parse_workers_are_kept_between_bursts_and_replaced_when_killed(tmp_path: Path) -> None:

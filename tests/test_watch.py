@@ -43,6 +43,10 @@ class Recorder:
     def check_dir(self, path: str) -> None:
         self.calls.append(("dir", path))
 
+    def check_moved_in(self, path: str) -> None:
+        self.calls.append(("file", path))
+        self.calls.append(("moved", path))
+
     def request_reconcile(self, reason: str) -> None:
         self.calls.append(("reconcile", reason))
 
@@ -112,7 +116,9 @@ def test_handler_filters_names_and_routes_moves(root: Path) -> None:
     assert sink.calls == [
         ("file", f"{r}/a.dcm"),
         ("file", f"{r}/e.dcm"),
+        ("moved", f"{r}/e.dcm"),  # renamed in: looked at without the settle wait
         ("file", f"{r}/f.dcm"),
+        ("moved", f"{r}/f.dcm"),
         ("file", f"{r}/g.dcm"),
         ("dir", f"{r}/study"),
         ("dir", f"{r}/new"),

@@ -121,6 +121,10 @@ class Ingest:
     def check_file(self, path: str) -> None:
         self._queue.put(FILE, path)
 
+    def check_moved_in(self, path: str) -> None:
+        """A file renamed into a source: looked at without the settle wait (``put``)."""
+        self._queue.put(FILE, path, at_once=True)
+
     def check_created(self, path: str) -> None:
         self._queue.put(CREATED, path)
 

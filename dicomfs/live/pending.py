@@ -94,6 +94,45 @@ class ReconcileRequest:
     progress: ProgressSink | None = None
 
 
+class _Queued:
+    """Queued paths in two dicts, each in due order as well as insertion order.
+
+    ``later``: looks due one settle period after their event; ``now``: paths
+    renamed in, due at once. Each dict's first entry is its earliest, so the
+    worker finds the next due look without sorting or scanning the queue.
+    """
+
+    def __init__(self) -> None:
+        self.later: dict[tuple[str, str], Entry] = {}
+        self.now: dict[tuple[str, str], Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self.later) + len(self.now)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self.later or key in self.now
+
+    def pop(self, key: tuple[str, str]) -> Entry | None:
+        entry = self.now.pop(key, None)
+        return self.later.pop(key, None) if entry is None else entry
+
+    def add(self, key: tuple[str, str], entry: Entry, *, at_once: bool = False) -> None:
+        (self.now if at_once else self.later)[key] = entry
+
+    def first_due(self) -> float | None:
+        heads = [next(iter(d.values())).due for d in (self.now, self.later) if d]
+        return min(heads) if heads else None
+
+    def take_due(self, now: float, limit: int) -> list[tuple[str, Entry]]:
+        keys: list[tuple[tuple[str, str], dict[tuple[str, str], Entry]]] = []
+        for queue in (self.now, self.later):
+            for key, entry in queue.items():
+                if entry.due > now or len(keys) >= limit:
+                    break
+                keys.append((key, queue))
+        return [(key[1], queue.pop(key)) for key, queue in keys]
+
+
 # The worker's next job: a full reconcile, or a round of due (path, entry)
 # pairs; an empty round means "check the index file".
 Job = ReconcileRequest | list[tuple[str, Entry]]
@@ -125,7 +164,7 @@ class PendingQueue:
         self.queue_limit = queue_limit
         self._clock = clock
         self._cond = threading.Condition()
-        self._pending: dict[tuple[str, str], Entry] = {}  # insertion order == due order
+        self._pending = _Queued()
         self.reconcile: ReconcileRequest | None = None
         self.busy = False
         self.stopping = False
@@ -144,17 +183,24 @@ class PendingQueue:
                 return
         self.put(FILE, path)
 
-    def put(self, kind: str, path: str) -> None:
-        """Queue a look one settle period from now; a repeat postpones the queued one."""
+    def put(self, kind: str, path: str, *, at_once: bool = False) -> None:
+        """Queue a look one settle period from now; a repeat postpones the queued one.
+
+        ``at_once``: due now. For a path renamed into a source: a rename
+        is complete when it is seen, so waiting before the first look only
+        delays a burst moved in; the look still applies the settle rule to
+        the file's mtime (B1), so a file written a moment before its rename
+        is looked at again one settle period later, as before.
+        """
         with self._cond:
             # A close event answers what a create event asks (is it a hard link?).
             if kind == CREATED and (FILE, path) in self._pending:
                 return
             if kind == FILE:
-                self._pending.pop((CREATED, path), None)
+                self._pending.pop((CREATED, path))
             key = (kind, path)
-            due = self._clock() + self.settle
-            entry = self._pending.pop(key, None)
+            due = self._clock() + (0.0 if at_once else self.settle)
+            entry = self._pending.pop(key)
             if entry is None and len(self._pending) >= self.queue_limit:
                 self.counters.dropped += 1
                 if self.reconcile is None or self.reconcile.not_before > self._clock():
@@ -167,8 +213,8 @@ class PendingQueue:
             self._last_put = self._clock()
             if entry is not None:
                 self.counters.merged += 1
-            # Re-inserted at the end with a later due time: the dict stays sorted by due.
-            self._pending[key] = Entry(kind, due)
+            # Re-inserted at the end, with a later due time: due order is kept.
+            self._pending.add(key, Entry(kind, due), at_once=at_once)
             self._cond.notify_all()
 
     def request_reconcile(
@@ -201,7 +247,8 @@ class PendingQueue:
         """True once nothing is queued, due or running (deferred paths count as queued)."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: not self.busy and not self._pending and not self._reconcile_due(), timeout
+                lambda: not self.busy and not len(self._pending) and not self._reconcile_due(),
+                timeout,
             )
 
     def _reconcile_due(self) -> bool:
@@ -226,15 +273,13 @@ class PendingQueue:
                         self.busy = True
                         return request
                     waits.append(request.not_before - now)
-                if self._pending:
-                    head = next(iter(self._pending.values()))
-                    # While events keep arriving, wait up to a short window past
-                    # the first due path so a burst becomes one batch instead of
-                    # a transaction per file; once they stop, go at once.
-                    ready_at = max(
-                        head.due,
-                        min(head.due, self._last_put) + self.batch_window,
-                    )
+                first = self._pending.first_due()
+                if first is not None:
+                    # While events keep arriving, wait until a short window without
+                    # one (at most a settle period past the first due path), so a
+                    # burst becomes one round instead of a round per few files.
+                    quiet = self._last_put + self.batch_window
+                    ready_at = max(first, min(quiet, first + self.settle))
                     if ready_at <= now:
                         self.busy = True
                         return self._take_due(now)
@@ -243,19 +288,14 @@ class PendingQueue:
             return None
 
     def _take_due(self, now: float) -> list[tuple[str, Entry]]:
-        keys: list[tuple[str, str]] = []
-        for key, entry in self._pending.items():
-            if entry.due > now or len(keys) >= self.batch_size * ROUND_BATCHES:
-                break
-            keys.append(key)
-        return [(key[1], self._pending.pop(key)) for key in keys]
+        return self._pending.take_due(now, self.batch_size * ROUND_BATCHES)
 
     def requeue(self, kind: str, path: str, seen: tuple[int, int] | None) -> None:
         """Look again one settle period from now, unless a newer event already queued it."""
         with self._cond:
             key = (kind, path)
             if key not in self._pending:
-                self._pending[key] = Entry(kind, self._clock() + self.settle, seen)
+                self._pending.add(key, Entry(kind, self._clock() + self.settle, seen))
                 self._cond.notify_all()
 
     def finished(self) -> None:

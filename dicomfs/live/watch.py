@@ -76,6 +76,8 @@ class Sink(Protocol):
 
     def check_created(self, path: str) -> None: ...
 
+    def check_moved_in(self, path: str) -> None: ...
+
     def check_dir(self, path: str) -> None: ...
 
     def request_reconcile(self, reason: str) -> None: ...
@@ -114,11 +116,13 @@ class _Handler(FileSystemEventHandler):
             self._enqueue(self._sink.check_dir, src)
         elif isinstance(event, DirMovedEvent):
             # Full events: src is "" when moved in from outside, dest "" when moved out.
+            # A folder moved in is walked after the settle period, once: files
+            # written just before the move are then settled, and parsed as one burst.
             self._enqueue(self._sink.check_dir, src)
             self._enqueue(self._sink.check_dir, dest)
         elif isinstance(event, FileMovedEvent):
             self._enqueue(self._sink.check_file, src)
-            self._enqueue(self._sink.check_file, dest)
+            self._enqueue(self._sink.check_moved_in, dest)
         elif isinstance(event, FileCreatedEvent):
             self._enqueue(self._sink.check_created, src)
         elif isinstance(event, FileClosedEvent | FileDeletedEvent):

@@ -373,6 +373,9 @@ class _Recorder:
     def check_dir(self, path: str) -> None:
         pass
 
+    def check_moved_in(self, path: str) -> None:
+        pass
+
     def request_reconcile(self, reason: str) -> None:
         self.reasons.append(reason)
 

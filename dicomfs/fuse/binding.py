@@ -90,19 +90,22 @@ class ListingFUSE(mfusepy.FUSE):  # type: ignore[misc]
         fh = fip.contents.fh
         plus = FUSE_FILL_DIR_PLUS if flags & FUSE_READDIR_PLUS else 0
         plain = mfusepy.c_stat()  # copied by the filler: one for every names-only entry
+        plain_ref = ctypes.byref(plain)
         try:
             while True:  # pages until the kernel's buffer is full or the folder ends
                 start, entries, plain.st_mode = self.operations.readdir(decoded, fh, offset)
                 if not entries:
                     return 0
-                for index, (name, st) in enumerate(entries, start + 1):
-                    if type(st) is int:  # names only: no node in libfuse or the kernel
-                        plain.st_ino = st
-                        full = filler(buf, name, plain, index, 0)
-                    else:
-                        full = filler(buf, name, st, index, 0 if name in (b".", b"..") else plus)
-                    if full != 0:
-                        return 0
+                if type(entries[-1][1]) is int:  # names only: no node in libfuse or the kernel
+                    for index, (name, ino) in enumerate(entries, start + 1):
+                        plain.st_ino = ino  # the per-entry cost of a listing of millions
+                        if filler(buf, name, plain_ref, index, 0):
+                            return 0
+                else:
+                    for index, (name, st) in enumerate(entries, start + 1):
+                        fill = 0 if name in (b".", b"..") else plus
+                        if filler(buf, name, st, index, fill):
+                            return 0
                 offset = start + len(entries)
         except mfusepy.FuseOSError as exc:
             return -int(exc.errno)

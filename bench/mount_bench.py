@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, drop_caches, machine_line, table, write_section
 
 from dicomfs.index import IndexReader, IndexWriter
+from dicomfs.index.pages import listing_page
 from dicomfs.live.scan import reconcile
 
 
@@ -129,7 +130,7 @@ def main() -> None:
     index = work / "mount-read.sqlite"
     build_index(data, index)
     reader = IndexReader(index)
-    entries = [(r.sop_uid, r.file.path) for r in reader.listing()]
+    entries = [(r.sop_uid, r.file.path) for r in listing_page(reader, limit=-1)]
     with mounted(index, work / "mnt") as mnt:
         direct = [path for _, path in entries]
         via = [str(mnt / "by-sop" / f"{uid}.dcm") for uid, _ in entries]

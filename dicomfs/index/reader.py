@@ -29,7 +29,6 @@ from dicomfs.dicom.records import EDGES_CAPPED, ChangeKey
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
 from dicomfs.index.rows import (
     EDGE_COLUMNS,
-    FILE_COLUMNS,
     INSTANCE_COLUMNS,
     PLAN_CLASSES,
     REGISTRATION_CLASSES,
@@ -37,11 +36,9 @@ from dicomfs.index.rows import (
     EdgeRow,
     IndexStatus,
     InstanceRow,
-    ListingRow,
     RejectedRow,
     decode_path,
     edge_row,
-    file_row,
     instance_row,
 )
 from dicomfs.index.schema import DETAILS_PENDING, SCHEMA_VERSION, check_schema
@@ -341,24 +338,6 @@ class IndexReader:
         return bool(
             self.rows(f"SELECT 1 FROM instances WHERE serving = 1 AND {sql} LIMIT 1", params)
         )
-
-    def listing(self, series_uid: str | None = None) -> list[ListingRow]:
-        """Serving instances of one series (or all), with only what ``ls -l`` shows.
-
-        The mount lists folders of thousands of files within a few times the
-        cost of listing the source folder; building full InstanceRows (JSON
-        per row) would take most of that budget.
-        """
-        where, params = ("", ()) if series_uid is None else ("AND i.series_uid = ?", (series_uid,))
-        return [
-            ListingRow(row[0], row[1], row[2], row[3], bool(row[4]), file_row(row, 5))
-            for row in self.rows(
-                "SELECT i.sop_uid, i.modality, i.study_uid, i.series_uid, i.uid_safe, "
-                f"{FILE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
-                f"WHERE i.serving = 1 {where} ORDER BY i.sop_uid",
-                params,
-            )
-        ]
 
     # -- edges -----------------------------------------------------------
 

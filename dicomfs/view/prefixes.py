@@ -23,6 +23,7 @@ from collections import OrderedDict
 
 from dicomfs.dicom import part10
 from dicomfs.index import FileRow, IndexReader, InstanceRow, ListingRow
+from dicomfs.index.pages import listing_page
 
 SERIES_KEPT = 64
 
@@ -38,7 +39,7 @@ def rows_to_list(
     prefix is made from, at the cost of decoding every row's flags.
     """
     if not full:
-        return reader.listing(series_uid)
+        return listing_page(reader, series_uid=series_uid, limit=-1)  # -1: no limit
     if series_uid is None:
         return reader.all_instances()
     return reader.series_instances(series_uid)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from dicomfs.dicom.records import FileStat
+from dicomfs.dicom.records import FileStat, stat_change_key
 from dicomfs.index import IndexWriter
 from dicomfs.live.scan import reconcile
-from dicomfs.live.sources import compare, walk_sorted
+from dicomfs.live.sources import UNCHANGED, compare, walk_sorted
 
 # Relative names of regular files; every folder between them is created.
 FILES = [
@@ -91,8 +91,11 @@ def test_compare_says_what_differs_and_a_rescan_changes_nothing(tmp_path: Path) 
     assert [path for path, _, _ in steps] == sorted(differ, key=os.fsencode)
     assert differ[str(root / "b" / "c" / "deep.dcm")] == (False, True)  # gone
     assert differ[str(root / "b" / "c" / "new.dcm")] == (True, False)  # new
-    changed = [path for path, seen, key in steps if seen is not None and seen.change_key != key]
+    changed = [path for path, seen, _ in steps if isinstance(seen, FileStat)]
     assert changed == [str(root / "a0"), str(root / "b" / "c" / "new.dcm")]
+    # Every other file the walk saw is one the index has, unchanged: no record made for it.
+    unchanged = [path for path, seen, _ in steps if seen is UNCHANGED]
+    assert len(unchanged) == len(expected) - 2
 
     third = reconcile(writer, [root], workers=1)
     assert (third.parsed, third.removed, third.skipped) == (2, 1, len(expected) - 2)
@@ -150,3 +153,15 @@ def test_a_folder_event_removes_only_what_left_it(tmp_path: Path) -> None:
         ingest.stop()
         reader.close()
         writer.close()
+
+
+def test_the_change_key_of_a_stat_is_that_of_its_record(tmp_path: Path) -> None:
+    """A re-scan compares keys made without a FileStat: the same key, for files and specials."""
+    regular = tmp_path / "a.dcm"
+    regular.write_bytes(b"x" * 10)
+    os.chmod(regular, 0o4640)  # set-id bits are part of the key's permission bits
+    link = tmp_path / "link"
+    link.symlink_to(regular)
+    for path in (regular, link, tmp_path):
+        st = os.lstat(path)
+        assert stat_change_key(st) == FileStat.from_stat(str(path), st).change_key

@@ -197,6 +197,18 @@ EDGES_CAPPED = "edges_capped"
 ChangeKey = tuple[int, int, int, int, int, int, int]
 
 
+def stat_change_key(st: os.stat_result) -> ChangeKey:
+    """``FileStat.from_stat(path, st).change_key`` without the record.
+
+    A re-scan compares a million unchanged files with the index; making a
+    record for each only to compare its key was a third of that work.
+    """
+    return (
+        st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777, st.st_uid, st.st_gid,
+        st.st_ctime_ns,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class FileStat:
     """What the scan saw of a source file; the skip key is (size, mtime_ns, inode, ctime_ns)."""

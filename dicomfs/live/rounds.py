@@ -170,7 +170,9 @@ class Looker:
                     work.removed.append(found)
                 continue
             self.counters.looks += 1
-            if scan.is_special(seen.mode):
+            if seen is sources.UNCHANGED:
+                self.counters.unchanged += 1
+            elif scan.is_special(seen.mode):
                 self._consider_special(seen, indexed, work)
             else:
                 self._consider(found, seen.change_key, indexed, None, work)

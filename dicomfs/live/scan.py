@@ -49,6 +49,7 @@ from dicomfs.index.schema import DETAILS_PENDING
 from dicomfs.live.sources import (
     IGNORED_SUFFIXES,
     SPECIAL_KINDS,
+    UNCHANGED,
     compare,
     is_ignored_name,
     is_special,
@@ -353,7 +354,7 @@ def reconcile(
                     gone.append(path)
                 continue
             report.seen += 1
-            if key == st.change_key:
+            if st is UNCHANGED or key == st.change_key:
                 continue
             if is_special(st.mode):
                 specials.append(special_result(st))

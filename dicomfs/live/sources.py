@@ -20,12 +20,14 @@ that its indexed files are "unknown", never "gone".
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import stat
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
-from dicomfs.dicom.records import ChangeKey, FileStat
+from dicomfs.dicom.records import ChangeKey, FileStat, stat_change_key
 from dicomfs.index import IndexReader
 
 log = logging.getLogger(__name__)
@@ -38,9 +40,19 @@ SPECIAL_KINDS = (
     (stat.S_ISBLK, "block device"),
 )
 
-# One step of a comparison: a path, what the walk saw there (None: nothing)
-# and the change key the index has for it (None: not indexed).
-Compared = tuple[str, FileStat | None, ChangeKey | None]
+
+class Seen(enum.Enum):
+    """What the walk saw at a path whose change key is the index's: no record is made."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Seen.UNCHANGED
+
+# One step of a comparison: a path, what the walk saw there (None: nothing;
+# UNCHANGED: a file whose change key the index has) and the change key the
+# index has for it (None: not indexed).
+Compared = tuple[str, FileStat | Literal[Seen.UNCHANGED] | None, ChangeKey | None]
 
 
 def is_ignored_name(name: str) -> bool:
@@ -68,23 +80,22 @@ def walk_sorted(folder: str, unreadable: list[str]) -> Iterator[FileStat]:
     Links are not followed. A folder that cannot be read is appended to
     ``unreadable`` before any entry that sorts after it is yielded.
     """
-    for _, st in _walk_keyed(folder, unreadable):
-        yield st
+    for _, path, st in _walk_keyed(folder, unreadable):
+        yield FileStat.from_stat(path, st)
 
 
-def _walk_keyed(folder: str, unreadable: list[str]) -> Iterator[tuple[bytes, FileStat]]:
-    """``walk_sorted`` with each path as the index stores it: encoded once, compared as is."""
+def _walk_keyed(folder: str, unreadable: list[str]) -> Iterator[tuple[bytes, str, os.stat_result]]:
+    """``walk_sorted`` with each path as the index stores it (encoded once) and its lstat."""
     stack = [iter(_listing(folder, unreadable))]
     while stack:
         item = next(stack[-1], None)
         if item is None:
             stack.pop()
             continue
-        key, path, st = item
-        if stat.S_ISDIR(st.st_mode):
-            stack.append(iter(_listing(path, unreadable)))
+        if stat.S_ISDIR(item[2].st_mode):
+            stack.append(iter(_listing(item[1], unreadable)))
         else:
-            yield key, FileStat.from_stat(path, st)
+            yield item
 
 
 def _listing(folder: str, unreadable: list[str]) -> list[tuple[bytes, str, os.stat_result]]:
@@ -121,19 +132,20 @@ def compare(reader: IndexReader, folder: str, unreadable: list[str]) -> Iterator
     """
     walked = _walk_keyed(folder, unreadable)
     indexed = reader.file_keys_under(folder_prefix(folder))
-    seen_key, seen = next(walked, (b"", None))
+    seen_key, path, seen = next(walked, (b"", "", None))
     row = next(indexed, None)
     row_key = b"" if row is None else os.fsencode(row[0])
     while seen is not None or row is not None:
         if seen is not None and (row is None or seen_key < row_key):
-            yield seen.path, seen, None
-            seen_key, seen = next(walked, (b"", None))
+            yield path, FileStat.from_stat(path, seen), None
+            seen_key, path, seen = next(walked, (b"", "", None))
         elif row is not None and (seen is None or row_key < seen_key):
             yield row[0], None, row[1]
             row = next(indexed, None)
             row_key = b"" if row is None else os.fsencode(row[0])
         elif seen is not None and row is not None:
-            yield seen.path, seen, row[1]
-            seen_key, seen = next(walked, (b"", None))
+            same = stat_change_key(seen) == row[1]
+            yield path, UNCHANGED if same else FileStat.from_stat(path, seen), row[1]
+            seen_key, path, seen = next(walked, (b"", "", None))
             row = next(indexed, None)
             row_key = b"" if row is None else os.fsencode(row[0])

@@ -25,9 +25,13 @@ Decisions, each with its reason:
   thousand lookup callbacks. Three things stood in the way, each measured:
   mfusepy 3.1.1 passes fill flags 0 (``binding.ListingFUSE.readdir_fuse_3`` sets
   FUSE_FILL_DIR_PLUS); libfuse 3.14 sends ino=0, "ignore these attributes",
-  for entries it buffers itself, so entries are filled with offsets from a
-  per-opendir snapshot; and READDIRPLUS_AUTO gives attributes with the first
-  chunk only, so it is switched off in ``init_with_config``.
+  for entries it buffers itself, so entries are filled with offsets
+  (``fuse.listing``: one page per open folder); and READDIRPLUS_AUTO gives
+  attributes with the first chunk only, so it is switched off in
+  ``init_with_config``. The folders that grow with the archive (``by-sop/``
+  and the like) are the exception: names and inode numbers only, a page at
+  a time, so that neither libfuse nor the kernel keeps a node per entry of
+  a million-entry listing (issue 13); ``ls -l`` there looks each file up.
 - Real files are opened once, in ``open``, with ``view.open_file`` (O_NOFOLLOW,
   fstat checked against the index) and read with ``os.pread`` on that
   descriptor: a handle opened before a source was replaced keeps reading the

@@ -1,9 +1,10 @@
-"""A small thread-safe LRU cache whose entries expire: how the tree answers repeated questions.
+"""Small thread-safe LRU caches: how the tree answers repeated questions.
 
-The kernel asks for the attributes of every entry it lists, and a plan
-package costs many queries, so the tree keeps its packages, listings and
-generated files here for a TTL (design.md, "The mount"). Nothing is served
-older than the TTL; a TTL of 0 caches nothing.
+The kernel asks for the attributes of every entry it lists, so the tree
+keeps folder listings and generated files for a TTL (``TTLCache``; design.md,
+"The mount"): nothing is served older than the TTL, and a TTL of 0 caches
+nothing. Plan packages depend on the index alone and are kept for as long
+as it does not change (``VersionedCache``, ``view.packages``).
 """
 
 from __future__ import annotations

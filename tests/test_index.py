@@ -89,6 +89,39 @@ def test_different_bytes_are_a_conflict_and_never_swap(tmp_path: Path, writer: I
     assert writer.conflicts() == []
 
 
+def test_a_schema_3_index_is_upgraded_and_keeps_its_copies_apart(tmp_path: Path) -> None:
+    """3 -> 4: the index of every row's UID goes; later copies are found by their own index."""
+    index = tmp_path / "i.sqlite"
+    a, b, c = (make_file(tmp_path, f"{n}.dcm", n.encode() * 3) for n in "abc")
+    writer = IndexWriter(index)
+    writer.apply([FileResult(a, ct("1.2.1")), FileResult(b, ct("1.2.1"))], digest=digest)
+    writer.close()
+    conn = sqlite3.connect(index)  # the index as schema 3 had it
+    conn.execute("DROP INDEX instances_copies")
+    conn.execute("CREATE INDEX instances_sop ON instances(sop_uid, file_id)")
+    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    writer = IndexWriter(index)  # upgrades in place
+    try:
+        assert writer.meta("schema_version") == str(SCHEMA_VERSION) == "4"
+        names = {r[0] for r in writer.rows("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "instances_copies" in names and "instances_sop" not in names
+        stats = writer.apply([FileResult(c, ct("1.2.1"))], digest=digest)
+        assert stats.conflicts == 1  # a third copy is still compared with the serving one
+        writer.apply([], removed=[a.path])
+        served = writer.instance("1.2.1")
+        assert served is not None and served.file.path == b.path  # the oldest copy left serves
+        assert [x.other_path for x in writer.conflicts()] == [c.path]
+        plan = writer.rows(
+            "EXPLAIN QUERY PLAN SELECT file_id FROM instances WHERE sop_uid = ? AND serving = 0",
+            ("1.2.1",),
+        )
+        assert "instances_copies" in plan[0][3]
+    finally:
+        writer.close()
+
+
 def test_rewrite_in_place_keeps_serving(tmp_path: Path, writer: IndexWriter) -> None:
     a = make_file(tmp_path, "a.dcm", b"v1")
     b = make_file(tmp_path, "b.dcm", b"v1")

@@ -22,7 +22,10 @@ Tables (schema version in ``meta``):
   exactly one has ``serving = 1``: the copy indexed first (lowest file id).
   A later copy never takes the UID over; if the serving file disappears the
   next oldest copy is promoted (reliability.md C2, Orthanc's
-  ``OverwriteInstances=false``).
+  ``OverwriteInstances=false``). The serving copy of a UID is found by the
+  unique ``instances_serving`` index, the other copies by
+  ``instances_copies``, which holds only them (schema 4: the UID is no
+  longer indexed twice for every instance, 65 bytes each; issue 13).
 - ``edges``: the references stored in each indexed file (per file, so a
   promoted duplicate brings its own edges).
 - ``conflicts``: each later copy of a served UID, ``benign`` when the bytes
@@ -33,7 +36,8 @@ Tables (schema version in ``meta``):
   step by sqlite-utils' ``enable_fts`` triggers) over names, labels and
   descriptions, for ``dicomfs find``.
 
-Upgrades: 1 -> 2 adds the inode change time; 2 -> 3 adds ``details``. The
+Upgrades: 1 -> 2 adds the inode change time; 2 -> 3 adds ``details``;
+3 -> 4 drops the index of every copy's UID for one of the later copies only. The
 details of an indexed file can only be had by reading it again, so the
 upgrade clears every stored change key (the next scan re-parses each file
 once, with its progress bar) and sets ``details_pending`` until that scan
@@ -51,7 +55,7 @@ import sqlite_utils
 from dicomfs import __version__
 from dicomfs.errors import IndexCorruptError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Meta key moved by every batch that writes anything (``IndexWriter.apply``):
 # what the view keeps (plan packages) is valid while it stays the same.
 GENERATION = "generation"
@@ -71,6 +75,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "UPDATE files SET ctime_ns = 0",
         f"INSERT OR REPLACE INTO meta(key, value) VALUES ('{DETAILS_PENDING}', '1')",
     ),
+    # 4: later copies of a UID get their own small index (made from the DDL);
+    # the index of every row's UID, which the serving one repeated, goes.
+    3: ("DROP INDEX IF EXISTS instances_sop",),
 }
 
 DDL = """
@@ -112,7 +119,7 @@ CREATE TABLE IF NOT EXISTS instances (
     uid_safe INTEGER NOT NULL,
     flags TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_uid, file_id);
+CREATE INDEX IF NOT EXISTS instances_copies ON instances(sop_uid, file_id) WHERE serving = 0;
 CREATE UNIQUE INDEX IF NOT EXISTS instances_serving ON instances(sop_uid) WHERE serving = 1;
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid) WHERE serving = 1;
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid) WHERE serving = 1;

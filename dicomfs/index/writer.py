@@ -161,7 +161,7 @@ class IndexWriter(IndexReader):
         """After the serving copy left, the oldest remaining copy serves the UID."""
         conn = self._conn
         row = conn.execute(
-            "SELECT min(file_id) FROM instances WHERE sop_uid = ?", (sop_uid,)
+            "SELECT min(file_id) FROM instances WHERE sop_uid = ? AND serving = 0", (sop_uid,)
         ).fetchone()
         if row is None or row[0] is None:
             return
@@ -170,7 +170,8 @@ class IndexWriter(IndexReader):
         # Remaining copies are compared with the promoted one, not the one that left.
         conn.execute("DELETE FROM conflicts WHERE sop_uid = ?", (sop_uid,))
         others = conn.execute(
-            "SELECT file_id FROM instances WHERE sop_uid = ? AND file_id != ? ORDER BY file_id",
+            "SELECT file_id FROM instances WHERE sop_uid = ? AND serving = 0 AND file_id != ? "
+            "ORDER BY file_id",
             (sop_uid, promoted),
         ).fetchall()
         for (other_id,) in others:
@@ -229,7 +230,11 @@ class IndexWriter(IndexReader):
         # The usual case, a UID no other file has: it serves from its insert,
         # with no duplicate to record (one row write instead of two).
         alone = (
-            conn.execute("SELECT 1 FROM instances WHERE sop_uid = ? LIMIT 1", (uid,)).fetchone()
+            conn.execute(
+                "SELECT 1 FROM instances WHERE sop_uid = ? AND serving = 1 UNION ALL "
+                "SELECT 1 FROM instances WHERE sop_uid = ? AND serving = 0 LIMIT 1",
+                (uid, uid),
+            ).fetchone()
             is None
         )
         self._insert_instance(file_id, result, serving=alone)
@@ -333,7 +338,8 @@ class IndexWriter(IndexReader):
         conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (file_id,))
         # A rewrite in place of the serving copy: older copies are compared anew.
         others = conn.execute(
-            "SELECT file_id FROM instances WHERE sop_uid = ? AND file_id != ? ORDER BY file_id",
+            "SELECT file_id FROM instances WHERE sop_uid = ? AND serving = 0 AND file_id != ? "
+            "ORDER BY file_id",
             (sop_uid, file_id),
         ).fetchall()
         for (other_id,) in others:

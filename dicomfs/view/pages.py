@@ -63,17 +63,9 @@ def pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[Entries]:
                 for row in rows
                 for name in (_sop_name(row.sop_uid, named(row)),)
             ]
-    elif top == "objects":
-        for rows in _row_pages(host, limit):
-            yield [(row.sop_uid, host.make_dir(row.sop_uid)) for row in rows if named(row)]
-    else:
-        column: Literal["series_uid", "study_uid"] = (
-            "series_uid" if top == "by-series" else "study_uid"
-        )
-        after: str | None = None
-        while uids := uid_page(host.reader, column, after, limit):
-            yield [(uid, host.make_dir(uid)) for uid in uids if is_safe_uid(uid)]
-            after = uids[-1]
+    else:  # folders named by a UID alone
+        for names in name_pages(host, parts, limit):
+            yield [(uid, host.make_dir(uid)) for uid in (name.decode() for name in names)]
 
 
 def name_pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[list[bytes]]:

@@ -197,16 +197,23 @@ EDGES_CAPPED = "edges_capped"
 ChangeKey = tuple[int, int, int, int, int, int, int]
 
 
+def change_key(
+    size: int, mtime_ns: int, inode: int, mode: int, uid: int, gid: int, ctime_ns: int
+) -> ChangeKey:
+    """The change key from its parts, wherever they come from (a ``FileStat``, an
+    ``lstat``, an index row): of ``mode`` only the permission bits count."""
+    return (size, mtime_ns, inode, mode & 0o7777, uid, gid, ctime_ns)
+
+
 def stat_change_key(st: os.stat_result) -> ChangeKey:
     """``FileStat.from_stat(path, st).change_key`` without the record.
 
     A re-scan compares a million unchanged files with the index; making a
     record for each only to compare its key was a third of that work.
     """
-    return (
-        st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o7777, st.st_uid, st.st_gid,
-        st.st_ctime_ns,
-    )  # fmt: skip
+    return change_key(
+        st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_ctime_ns
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,8 +271,9 @@ class FileStat:
         the watcher asks for reports them; without these the mount would go
         on showing a file's old mode and owner (reliability.md F1).
         """
-        mode = self.mode & 0o7777
-        return (self.size, self.mtime_ns, self.inode, mode, self.uid, self.gid, self.ctime_ns)
+        return change_key(
+            self.size, self.mtime_ns, self.inode, self.mode, self.uid, self.gid, self.ctime_ns
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dicomfs.dicom.records import EDGES_CAPPED, ChangeKey
+from dicomfs.dicom.records import EDGES_CAPPED, ChangeKey, change_key
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
 from dicomfs.index.rows import (
     EDGE_COLUMNS,
@@ -162,8 +162,7 @@ _KEY_COLUMNS = "size, mtime_ns, inode, mode, uid, gid, ctime_ns"
 
 
 def _change_key(row: Sequence[Any]) -> ChangeKey:
-    size, mtime_ns, inode, mode, uid, gid, ctime_ns = row
-    return (size, mtime_ns, inode, mode & 0o7777, uid, gid, ctime_ns)
+    return change_key(*row)
 
 
 def _bytes_after_prefix(prefix: bytes) -> bytes | None:

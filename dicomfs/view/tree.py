@@ -332,14 +332,24 @@ class View:
         raise NotFound("/".join(rest))
 
     def _plans(self, rest: list[str]) -> Node:
-        plan = self._instance(rest[0])
-        if not plan.is_plan:
-            raise NotFound(rest[0])
-        return self._graph_node(plan, rest[1:], "plan.dcm", PLAN_FOLDERS, manifest=True)
+        return self._graph("plans", rest[0])(rest[1:])
 
     def _objects(self, rest: list[str]) -> Node:
-        inst = self._instance(rest[0])
-        return self._graph_node(inst, rest[1:], "self.dcm", _OBJECT_FOLDERS, manifest=False)
+        return self._graph("objects", rest[0])(rest[1:])
+
+    def _graph(self, top: str, uid: str) -> Callable[[list[str]], Node]:
+        """The nodes under ``plans/<uid>`` or ``objects/<uid>``, from one query for the root."""
+        root = self._instance(uid)
+        if top == "objects":
+            return functools.partial(
+                self._graph_node, root, self_name="self.dcm", folders=_OBJECT_FOLDERS,
+                manifest=False,
+            )  # fmt: skip
+        if not root.is_plan:
+            raise NotFound(uid)
+        return functools.partial(
+            self._graph_node, root, self_name="plan.dcm", folders=PLAN_FOLDERS, manifest=True
+        )
 
     def _graph_node(
         self,
@@ -348,7 +358,7 @@ class View:
         self_name: str,
         folders: tuple[str, ...],
         *,
-        manifest: bool = False,
+        manifest: bool,
     ) -> Node:
         if not rest:
             return self._dir(root.sop_uid)
@@ -454,23 +464,8 @@ class View:
 
     def _graph_listing(self, top: str, uid: str) -> list[tuple[str, Node]]:
         """A plan or object folder, from one query for its root (``find plans`` lists 2,000)."""
-        root = self._instance(uid)
-        if top == "objects":
-            names = ["self.dcm", *_OBJECT_FOLDERS, "missing.txt"]
-            node = functools.partial(
-                self._graph_node,
-                root,
-                self_name="self.dcm",
-                folders=_OBJECT_FOLDERS,
-                manifest=False,
-            )
-        elif root.is_plan:
-            names = list(_PLAN_ENTRIES)
-            node = functools.partial(
-                self._graph_node, root, self_name="plan.dcm", folders=PLAN_FOLDERS, manifest=True
-            )
-        else:
-            raise NotFound(uid)
+        node = self._graph(top, uid)
+        names = ["self.dcm", *_OBJECT_FOLDERS, "missing.txt"] if top == "objects" else _PLAN_ENTRIES
         return [(name, node([name])) for name in names]
 
     # -- cached computations ------------------------------------------------

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, drop_caches, machine_line, table, write_section
 
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.index.pages import listing_page
+from dicomfs.index.pages import listing_page, uid_page
 from dicomfs.live.scan import reconcile
 
 
@@ -230,7 +230,7 @@ def main() -> None:
     series_index = work / "mount-series.sqlite"
     build_index(series_data, series_index)
     series_reader = IndexReader(series_index)
-    [series_uid] = series_reader.series_uids()
+    [series_uid] = uid_page(series_reader, "series_uid", limit=-1)
     series_reader.close()
     with mounted(series_index, work / "mnt") as mnt:
         folder = str(mnt / "by-series" / series_uid)

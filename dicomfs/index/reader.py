@@ -301,24 +301,6 @@ class IndexReader:
             f"i.sop_class IN ({','.join('?' * len(REGISTRATION_CLASSES))})", REGISTRATION_CLASSES
         )
 
-    def series_uids(self) -> list[str]:
-        return [
-            row[0]
-            for row in self.rows(
-                "SELECT DISTINCT series_uid FROM instances WHERE serving = 1 AND series_uid != '' "
-                "ORDER BY series_uid"
-            )
-        ]
-
-    def study_uids(self) -> list[str]:
-        return [
-            row[0]
-            for row in self.rows(
-                "SELECT DISTINCT study_uid FROM instances WHERE serving = 1 AND study_uid != '' "
-                "ORDER BY study_uid"
-            )
-        ]
-
     def study_series_uids(self, study_uid: str) -> list[str]:
         return [
             row[0]

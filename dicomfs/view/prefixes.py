@@ -31,17 +31,17 @@ _Kept = dict[str, tuple[FileRow, bytes]]  # SOP Instance UID -> (its file row, i
 
 
 def rows_to_list(
-    reader: IndexReader, series_uid: str | None, *, full: bool
+    reader: IndexReader, series_uid: str, *, full: bool
 ) -> list[InstanceRow] | list[ListingRow]:
-    """The serving instances of one series (or all), by SOP Instance UID, as a folder lists them.
+    """The serving instances of one series, by SOP Instance UID, as a folder lists them.
+
+    (The whole index is listed a page at a time: ``view.pages``.)
 
     ``full`` (the part10 setting): whole rows, which carry what each file's
     prefix is made from, at the cost of decoding every row's flags.
     """
     if not full:
         return listing_page(reader, series_uid=series_uid, limit=-1)  # -1: no limit
-    if series_uid is None:
-        return reader.all_instances()
     return reader.series_instances(series_uid)
 
 

@@ -264,7 +264,7 @@ class View:
             indexed_at=f.indexed_at, ctime_ns=f.ctime_ns, prefix=prefix,
         )  # fmt: skip
 
-    def _rows(self, series_uid: str | None = None) -> list[InstanceRow] | list[ListingRow]:
+    def _rows(self, series_uid: str) -> list[InstanceRow] | list[ListingRow]:
         return rows_to_list(self.reader, series_uid, full=self.part10)
 
     # -- resolution ---------------------------------------------------------

@@ -93,9 +93,10 @@ def uid_page(
 def sop_uid_page(reader: IndexReader, after: bytes | None = None, limit: int = PAGE) -> list[bytes]:
     """SOP Instance UIDs of serving instances after ``after``, as bytes: names only.
 
-    What a plain listing of ``by-sop/`` or ``objects/`` needs, read from the
-    ``instances_serving`` index alone (no table row, no join), as the bytes
-    the kernel is handed: a page of a ten-million-entry listing.
+    What a plain listing of ``by-sop/`` or ``objects/`` needs, read in the
+    order of the ``instances_serving`` index with no join (SQLite 3.40 still
+    reads each row: it does not take a partial index as covering), as the
+    bytes the kernel is handed: a page of a ten-million-entry listing.
     """
     where, params = ("", ()) if after is None else (" AND sop_uid > CAST(? AS TEXT)", (after,))
     return [

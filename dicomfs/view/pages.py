@@ -71,8 +71,8 @@ def pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[Entries]:
 def name_pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[list[bytes]]:
     """Names only of the streamed folder at ``parts``, a page at a time, as bytes.
 
-    A listing of ``by-sop/`` at ten million entries is one index-only query
-    per page and a few Python operations per name, nothing more: each file's
+    A listing of ``by-sop/`` at ten million entries is one query without a
+    join per page and a few Python operations per name, nothing more: each file's
     attributes are looked up only when asked for (``ls -l``).
     """
     top = parts[0]

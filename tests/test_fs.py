@@ -486,6 +486,59 @@ def test_open_handles_keep_the_old_bytes(private: Setup) -> None:
     assert through.read_bytes() == new
 
 
+def test_a_reindexed_source_is_taken_back_from_the_kernel(private: Setup) -> None:
+    """A private mount's entries and attributes live an hour (``held.LONG_TIMEOUT``).
+
+    What refreshes them is the index moving: the kernel is told to drop
+    the path, so its new size and bytes show without waiting for any timeout.
+    """
+    c = private.corpus
+    uid = c.ct[2]
+    source = c.files[uid]
+    old = Path(source).read_bytes()
+    through = private.mnt / "by-sop" / f"{uid}.dcm"
+    assert through.read_bytes() == old  # the kernel now holds its size and pages
+    new = old + bytes(4096)  # another size, so stale attributes would show
+    _replace(source, new)
+    reindex(private.index, c, uid)
+    wait_for(lambda: os.stat(through).st_size == len(new), 10, "the new size in the mount")
+    assert through.read_bytes() == new
+
+
+def test_readers_get_one_version_whole_while_a_source_changes(private: Setup) -> None:
+    """Reads racing replacements and re-indexes: one version, whole, or an error (C5, G2)."""
+    c = private.corpus
+    uid = c.dose
+    source = c.files[uid]
+    base = Path(source).read_bytes()
+    versions = [base + bytes(512 * i) for i in range(8)]
+    through = private.mnt / "by-sop" / f"{uid}.dcm"
+    stop, seen, errors = threading.Event(), [], []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                data = through.read_bytes()
+            except OSError as exc:
+                errors.append(exc.errno)
+                continue
+            seen.append(data in versions)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for version in versions[1:]:
+            _replace(source, version)
+            reindex(private.index, c, uid)
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        reader.join()
+    assert seen and all(seen), "a read mixed two versions"
+    assert set(errors) <= {errno.EIO}
+    wait_for(lambda: through.read_bytes() == versions[-1], 10, "the last version")
+
+
 def test_a_source_swapped_without_reindex_gives_eio(private: Setup) -> None:
     c = private.corpus
     uid = c.ct[1]

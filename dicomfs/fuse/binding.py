@@ -78,6 +78,21 @@ libc.free.restype = None
 libc.free.argtypes = [ctypes.c_void_p]
 
 
+_invalidate = mfusepy._libfuse.fuse_invalidate_path  # libfuse >= 3.1 (fuse.h)
+_invalidate.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+_invalidate.restype = ctypes.c_int
+
+
+def invalidate_path(fuse_ptr: int, path: str) -> int:
+    """Drop the kernel's attributes and cached pages of ``path``; 0 or -errno.
+
+    -ENOENT when libfuse has no node for the path: the kernel holds nothing
+    of it then. Must not be called while answering a request about the
+    same file (libfuse: it could deadlock), so only ``held``'s thread calls it.
+    """
+    return int(_invalidate(fuse_ptr, path.encode("utf-8", "surrogateescape")))
+
+
 class ListingFUSE(mfusepy.FUSE):  # type: ignore[misc]
     """mfusepy's FUSE with READDIRPLUS attributes passed through to the kernel."""
 

@@ -13,13 +13,17 @@ Decisions, each with its reason:
   here and anything unexpected becomes EIO after it is logged.
 - Kernel caches (set in ``init_with_config``): ``negative_timeout=0`` so a
   path that failed a moment before it was indexed is not remembered as
-  missing; entry and attribute timeouts of 1 s; no ``kernel_cache`` and no
-  ``auto_cache``: the page cache is kept per open only when the same source
-  file (inode, size, mtime) was served last through that path, and a handle
-  opened on a changed source while an older handle is still open bypasses the
-  page cache (direct I/O), so neither sees the other's bytes (G2, G3).
-  Generated files are always direct I/O: their size may change between
-  ``stat`` and ``read``.
+  missing; no ``kernel_cache`` and no ``auto_cache``. A private mount keeps
+  entries and attributes for an hour and pages across opens, and takes
+  them back when the index moves (``held``: every answer records what it
+  showed, a thread drops what changed); a shared one keeps one-second
+  timeouts (the ``patients/`` rule below). An open keeps the kernel's pages
+  only when it holds nothing of another source for the path; otherwise
+  that handle reads with direct I/O, which the cached size does not cut,
+  and the path is dropped. A handle opened on a changed source while an
+  older handle is still open bypasses the page cache too, so neither sees
+  the other's bytes (G2, G3). Generated files are always direct I/O: their
+  size may change between ``stat`` and ``read``.
 - ``readdir`` hands the kernel full attributes with every entry
   (READDIRPLUS), so ``ls -l`` of a thousand files costs one listing, not a
   thousand lookup callbacks. Three things stood in the way, each measured:
@@ -69,8 +73,6 @@ import os
 import sqlite3
 import stat
 import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -87,10 +89,13 @@ from dicomfs.fuse.binding import (
     FUSE_CAP_READDIRPLUS_AUTO,
     FUSE_CAP_SPLICE_MOVE,
     FUSE_CAP_SPLICE_WRITE,
+    invalidate_path,
 )
 from dicomfs.fuse.caller import Caller, acting_as, groups_of, reveal_for, shown_to
 from dicomfs.fuse.fsinfo import child_path, inode_of, inodes_of, parent_path, space
+from dicomfs.fuse.held import LONG_TIMEOUT, Held, Shown, shown
 from dicomfs.fuse.listing import Entry, Listing
+from dicomfs.fuse.opening import Identity, Opening
 from dicomfs.view.nodes import (
     DirNode,
     FileNode,
@@ -108,26 +113,18 @@ log = logging.getLogger(__name__)
 
 FUSE_MAJOR: int = mfusepy.fuse_version_major
 FUSE_MINOR: int = mfusepy.fuse_version_minor
+# Entries and attributes of a shared mount (allow_other); a private one keeps
+# them for held.LONG_TIMEOUT and takes them back when the index moves (held.py).
 ENTRY_TIMEOUT = 1.0
 ATTR_TIMEOUT = 1.0
-# A path whose source changed lately is read with direct I/O: the kernel may
-# still hold the previous source's size for it (attributes live ATTR_TIMEOUT)
-# and would cut cached reads at that size (seen: a replaced file read back at
-# the old length, new bytes). Direct I/O is not limited by the cached size.
-# "Lately": the index wrote the row less than FRESH_SECONDS ago (ATTR_TIMEOUT
-# plus a long batch), or this adapter saw the path's source change less than
-# ATTR_TIMEOUT ago (a promoted duplicate keeps its old row).
-FRESH_SECONDS = 3.0
 # The kernel asks for up to this much ahead of a sequential reader.
 _MAX_READAHEAD = 1 << 20
 
 
 _WRITE_FLAGS = os.O_TRUNC | os.O_APPEND | os.O_CREAT
-_MAX_REMEMBERED = 100_000
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-Identity = tuple[str | None, int, int, int, int, int]
 
 
 def _guard(func: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -188,6 +185,7 @@ class _Handle:
     content: bytes | None
     identity: Identity
     prefix: bytes = b""  # served before the bytes of ``fd`` (the part10 setting)
+    cached: bool = False  # read through the page cache (not direct I/O)
 
 
 class DicomFS(mfusepy.Operations):  # type: ignore[misc]
@@ -217,19 +215,17 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         self._dirs: dict[int, Listing | None] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        # Per mount path: the source whose bytes the page cache may hold, and
-        # the sources of the handles open now.
-        self._cached: dict[str, Identity] = {}
-        self._uncached_until: dict[str, float] = {}
-        self._open: dict[str, Counter[Identity]] = {}
         self._fuse_ptr: int | None = None
+        # What the kernel may hold of each path, taken back when the index moves.
+        self.held = Held(self._invalidate, self._resolve, view.generation)
+        self.opening = Opening(view, self.held)
 
     # -- lifecycle ----------------------------------------------------------
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         if config is not None:
-            config.entry_timeout = ENTRY_TIMEOUT
-            config.attr_timeout = ATTR_TIMEOUT
+            config.entry_timeout = ENTRY_TIMEOUT if self.as_caller else LONG_TIMEOUT
+            config.attr_timeout = ATTR_TIMEOUT if self.as_caller else LONG_TIMEOUT
             config.negative_timeout = 0.0
             config.kernel_cache = 0
             config.auto_cache = 0
@@ -247,6 +243,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             conn.max_readahead = min(conn.max_readahead, _MAX_READAHEAD) or _MAX_READAHEAD
         # The session pointer lets another thread end the loop (exit_loop).
         self._fuse_ptr = mfusepy._libfuse.fuse_get_context().contents.fuse
+        self.held.start()
         if self._on_init is not None:
             try:
                 self._on_init()
@@ -261,12 +258,26 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         return True
 
     def destroy(self, path: str) -> None:
+        self.held.stop()
         with self._lock:
             handles, self._handles = list(self._handles.values()), {}
         for handle in handles:
             if handle.fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(handle.fd)
+
+    # -- what the kernel holds (held.py) ------------------------------------
+
+    def _invalidate(self, path: str) -> None:
+        if self._fuse_ptr is not None:
+            invalidate_path(self._fuse_ptr, path)
+
+    def _resolve(self, path: str) -> Shown | None:
+        """What ``path`` shows now, for ``held``'s thread; None when it cannot say."""
+        try:
+            return shown(self.view.lookup(path))
+        except Exception:
+            return None
 
     # -- metadata -----------------------------------------------------------
 
@@ -282,7 +293,9 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
     @_guard
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
-        return attributes(self._shown(self.view.lookup(path)), self.symlinks, inode_of(path))
+        node = self._shown(self.opening.lookup(path))
+        self.held.tell(path, shown(node))
+        return attributes(node, self.symlinks, inode_of(path))
 
     @_guard
     def opendir(self, path: str) -> int:
@@ -322,12 +335,14 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         yield [(b".", here), (b"..", up)]
         for page in names or ():  # by-sop/ and the like: names and inode numbers only
             yield list(zip(page, inodes_of(path, page), strict=True))
-        symlinks = self.symlinks
-        for shown in entries:
-            yield [
-                (name.encode(), c_stat(node, symlinks, inode_of(child_path(path, name))))
-                for name, node in self._shown_entries(shown)
-            ]
+        symlinks, tell = self.symlinks, self.held.tell
+        for nodes in entries:
+            out: list[Entry] = []
+            for name, node in self._shown_entries(nodes):
+                child = child_path(path, name)
+                tell(child, shown(node))
+                out.append((name.encode(), c_stat(node, symlinks, inode_of(child))))
+            yield out
 
     def _plain_mode(self, path: str) -> int:
         """The file type of the entries of a names-only listing (their d_type)."""
@@ -346,10 +361,11 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
     @_guard
     def readlink(self, path: str) -> str:
-        node = self.view.lookup(path)
+        node = self.opening.lookup(path)
         if not isinstance(node, FileNode) or not is_link(node, self.symlinks):
             raise mfusepy.FuseOSError(errno.EINVAL)  # readlink(2) of a non-link
         assert node.real_path is not None
+        self.held.tell(path, shown(node))  # the kernel keeps the target (CACHE_SYMLINKS)
         return node.real_path
 
     @_guard
@@ -360,10 +376,18 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
     @_guard
     def open(self, path: str, fi: Any) -> int:
+        """Check the source against the index and keep its descriptor in a handle (C5, G3).
+
+        Kernel FUSE passthrough (Linux >= 6.9 with libfuse >= 3.16; Debian
+        12 has 3.14) would plug in here, and only here: the descriptor that
+        ``opening.source`` opened and checked would be registered with the
+        kernel (``fuse_passthrough_open``, ``fi->backing_id``), which would
+        then read the source itself; ``read_buf`` would not be called for it.
+        """
         flags = fi.flags
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & _WRITE_FLAGS:
             raise mfusepy.FuseOSError(errno.EROFS)
-        node = self.view.lookup(path)
+        node = self.opening.lookup(path)
         if isinstance(node, DirNode):
             raise mfusepy.FuseOSError(errno.EISDIR)
         if node.generated:
@@ -377,52 +401,32 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         else:
             if self.as_caller:
                 with acting_as(_caller()):
-                    fd = self.view.open_file(node)
+                    node, fd = self.opening.source(path, node)
             else:
-                fd = self.view.open_file(node)
-            handle = _Handle(path, fd, None, node.identity, node.prefix)
-            fresh = time.time() - node.indexed_at < FRESH_SECONDS
-            fi.direct_io, fi.keep_cache = self._cache_policy(path, node.identity, fresh)
+                node, fd = self.opening.source(path, node)
+            fi.direct_io, fi.keep_cache = self.opening.policy(path, node.identity)
+            handle = _Handle(path, fd, None, node.identity, node.prefix, not fi.direct_io)
         hid = next(self._ids)
         with self._lock:
             self._handles[hid] = handle
         fi.fh = hid
         return 0
 
-    def _cache_policy(self, path: str, identity: Identity, fresh: bool = False) -> tuple[int, int]:
-        """(direct_io, keep_cache) for a new handle on ``path``; records it as open."""
-        now = time.monotonic()
-        with self._lock:
-            if len(self._cached) > _MAX_REMEMBERED:
-                self._cached.clear()  # forgetting only costs a cache refill
-                self._uncached_until.clear()
-            others = self._open.setdefault(path, Counter())
-            others[identity] += 1
-            if any(ident != identity for ident in others):
-                return 1, 1  # an older source is being read: do not touch its pages
-            previous = self._cached.get(path)
-            if previous is not None and previous != identity:
-                self._uncached_until[path] = now + ATTR_TIMEOUT
-            if fresh or now < self._uncached_until.get(path, now):
-                # See FRESH_SECONDS. Forgotten, so the first cached open after
-                # this drops whatever pages the kernel holds for the path.
-                self._cached.pop(path, None)
-                return 1, 0
-            self._uncached_until.pop(path, None)
-            if self._cached.get(path) == identity:
-                return 0, 1
-            self._cached[path] = identity
-            return 0, 0  # the kernel drops what it cached for the old source
+    def _source(self, fh: int) -> tuple[bytes | None, bytes, int]:
+        """(content, prefix, descriptor) answering a read through handle ``fh``."""
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise mfusepy.FuseOSError(errno.EBADF)
+        if handle.cached:  # these bytes go to the page cache of the path
+            self.held.tell(handle.path, handle.identity)
+        return handle.content, handle.prefix, -1 if handle.fd is None else handle.fd
 
     @_guard
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
-        handle = self._handles.get(fi.fh)
-        if handle is None:
-            raise mfusepy.FuseOSError(errno.EBADF)
-        if handle.content is not None:
-            return handle.content[offset : offset + size]
-        assert handle.fd is not None
-        return read_range(handle.prefix, handle.fd, offset, size)
+        content, prefix, fd = self._source(fi.fh)
+        if content is not None:
+            return content[offset : offset + size]
+        return read_range(prefix, fd, offset, size)
 
     @_guard
     def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
@@ -431,12 +435,10 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         This is what makes reading through the mount cost a callback per
         request instead of a Python copy of every byte (``reply``).
         """
-        handle = self._handles.get(fi.fh)
-        if handle is None:
-            raise mfusepy.FuseOSError(errno.EBADF)
-        parts = reply.segments(handle.content, handle.prefix, size, offset)
+        content, prefix, fd = self._source(fi.fh)
+        parts = reply.segments(content, prefix, size, offset)
         try:
-            vec_ptr = reply.reply_vector(parts, -1 if handle.fd is None else handle.fd)
+            vec_ptr = reply.reply_vector(parts, fd)
         except MemoryError:
             raise mfusepy.FuseOSError(errno.ENOMEM) from None
         bufpp[0] = ctypes.cast(vec_ptr, type(bufpp[0]))
@@ -448,15 +450,8 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             handle = self._handles.pop(fi.fh, None)
             if handle is None:
                 return 0
-            if handle.fd is not None:
-                counts = self._open.get(handle.path)
-                if counts is not None:
-                    counts[handle.identity] -= 1
-                    if counts[handle.identity] <= 0:
-                        del counts[handle.identity]
-                    if not counts:
-                        del self._open[handle.path]
         if handle.fd is not None:
+            self.opening.closed(handle.path, handle.identity)
             os.close(handle.fd)
         return 0
 

@@ -45,6 +45,7 @@ from typing import Any
 from dicomfs import __version__
 from dicomfs.dicom.records import is_safe_uid
 from dicomfs.index import IndexReader, InstanceRow, ListingRow, RejectedRow
+from dicomfs.index.schema import GENERATION
 from dicomfs.view.cache import TTLCache
 from dicomfs.view.names import named
 from dicomfs.view.nodes import (
@@ -204,6 +205,10 @@ class View:
             if self._on_source_changed is not None and node.real_path is not None:
                 self._on_source_changed(node.real_path)
             raise
+
+    def generation(self) -> str | None:
+        """The index generation: it moves with every write (None: an index written before it)."""
+        return self.reader.meta(GENERATION)
 
     # -- nodes --------------------------------------------------------------
 

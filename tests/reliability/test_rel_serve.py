@@ -202,7 +202,7 @@ def test_replace_and_delete_under_open_handles(base: Path) -> None:
             "SELECT indexed_at FROM files WHERE path = ?", (os.fsencode(src / "b.dcm"),)
         ).fetchone()
         conn.close()
-        wait_for(lambda: time.time() - indexed_at > fs.FRESH_SECONDS, 10, "b to age")
+        wait_for(lambda: time.time() - indexed_at > 3 * fs.ATTR_TIMEOUT, 10, "b to age")
         assert os.stat(served).st_size == len(second)  # the kernel caches this size
         with served.open("rb", buffering=0) as held:
             os.unlink(src / "a.dcm")  # G3: deleted while held open

@@ -20,8 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,20 +55,16 @@ def build_index(data: Path, index: Path) -> None:
 
 @contextmanager
 def mounted(index: Path, mountpoint: Path, *extra: str) -> Iterator[Path]:
+    cmd = [sys.executable, "-m", "dicomfs.fuse.mount", str(mountpoint), "--index", str(index)]
+    with mounted_by([*cmd, *extra], mountpoint) as mnt:
+        yield mnt
+
+
+@contextmanager
+def mounted_by(cmd: list[str], mountpoint: Path) -> Iterator[Path]:
+    """Run a FUSE daemon in the foreground until it has mounted; unmount after the block."""
     mountpoint.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dicomfs.fuse.mount",
-            str(mountpoint),
-            "--index",
-            str(index),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while not os.path.ismount(mountpoint):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -95,6 +91,56 @@ def read_all(paths: list[str]) -> float:
     return total / 1e6 / (time.perf_counter() - start)
 
 
+def open_read_8k(paths: list[str]) -> float:
+    """Median seconds to open a file, read its first 8 KiB and close it."""
+    times = []
+    for path in paths:
+        start = time.perf_counter()
+        fd = os.open(path, os.O_RDONLY)
+        os.read(fd, 8192)
+        os.close(fd)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def read_figures(
+    via: Callable[[], AbstractContextManager[list[str]]],
+    direct: list[str],
+    can_drop: bool,
+    sample: int,
+) -> dict[str, float]:
+    """Reads through one filesystem, each measure on a fresh mount (nothing cached in it).
+
+    ``via()`` mounts and gives the paths of the same files as ``direct``.
+    """
+    out: dict[str, float] = {}
+    read_all(direct)  # the sources in the page cache
+    with via() as paths:
+        out["open8k_first"] = open_read_8k(paths[:sample])
+        out["open8k_again"] = open_read_8k(paths[:sample])
+    if can_drop:
+        with via() as paths:
+            drop_caches()
+            out["cold"] = read_all(paths)
+    with via() as paths:
+        read_all(direct)
+        out["warm_first"] = read_all(paths)
+        out["reread"] = read_all(paths)
+    return out
+
+
+def direct_figures(direct: list[str], can_drop: bool, sample: int) -> dict[str, float]:
+    """The same measures on the source files themselves (the baseline)."""
+    out: dict[str, float] = {}
+    if can_drop:
+        drop_caches()
+        out["cold"] = read_all(direct)
+    read_all(direct)
+    out["warm_first"] = read_all(direct)
+    out["open8k_first"] = open_read_8k(direct[:sample])
+    return out
+
+
 def timed(cmd: list[str], repeat: int = 5) -> float:
     """Median seconds of a command (output discarded)."""
     times = []
@@ -118,6 +164,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--series", type=int, default=1000, help="instances in the listed series")
     parser.add_argument("--big-listing", type=int, default=100_000)
+    parser.add_argument("--sample", type=int, default=1000, help="files opened for 8 KiB reads")
+    parser.add_argument("--rounds", type=int, default=3, help="read measures: median of rounds")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -125,55 +173,77 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     can_drop = drop_caches()
     rows: list[list[str]] = []
+    read_rows: list[list[str]] = []
 
     data = dataset(work, args.files, args.rows)
     index = work / "mount-read.sqlite"
     build_index(data, index)
     reader = IndexReader(index)
     entries = [(r.sop_uid, r.file.path) for r in listing_page(reader, limit=-1)]
-    with mounted(index, work / "mnt") as mnt:
-        direct = [path for _, path in entries]
-        via = [str(mnt / "by-sop" / f"{uid}.dcm") for uid, _ in entries]
-        if can_drop:
-            drop_caches()
-            cold_direct = read_all(direct)
-            drop_caches()
-            cold_mount = read_all(via)
-            rows.append(
-                [
-                    "first read, cold page cache",
-                    f"{cold_mount:,.0f} MB/s",
-                    f"{cold_direct:,.0f} MB/s",
-                    f"{cold_mount / cold_direct:.2f}",
-                    ">= 0.8",
-                ]
-            )
-        read_all(direct)
-        warm_direct = read_all(direct)
-        if can_drop:
-            drop_caches()
-            read_all(direct)  # sources cached, the mount's pages not
-        warm_first = read_all(via)
-        reread = read_all(via)
-        rows.append(
-            [
-                "first read, source cached",
-                f"{warm_first:,.0f} MB/s",
-                f"{warm_direct:,.0f} MB/s",
-                f"{warm_first / warm_direct:.2f}",
-                ">= 0.3",
-            ]
-        )
-        rows.append(
-            [
-                "re-read (page cache kept)",
-                f"{reread:,.0f} MB/s",
-                f"{warm_direct:,.0f} MB/s",
-                f"{reread / warm_direct:.2f}",
-                ">= 0.9",
-            ]
-        )
+    direct = [path for _, path in entries]
 
+    @contextmanager
+    def dicomfs_paths() -> Iterator[list[str]]:
+        with mounted(index, work / "mnt") as mnt:
+            yield [str(mnt / "by-sop" / f"{uid}.dcm") for uid, _ in entries]
+
+    def passthrough_paths(*extra: str) -> Callable[[], AbstractContextManager[list[str]]]:
+        @contextmanager
+        def paths() -> Iterator[list[str]]:
+            script = str(Path(__file__).resolve().parent / "passthrough.py")
+            cmd = [sys.executable, script, str(work / "mnt"), str(data), *extra]
+            with mounted_by(cmd, work / "mnt") as mnt:
+                yield [str(mnt / Path(p).relative_to(data)) for p in direct]
+
+        return paths
+
+    kinds = {
+        "dicomfs": dicomfs_paths,
+        "passthrough": passthrough_paths(),
+        "no-open": passthrough_paths("--no-open"),
+    }
+    # Every side, direct reads included, once per round, in a rotated order:
+    # this machine's disk and page cache move between runs (BENCHMARKS.md).
+    rounds: dict[str, list[dict[str, float]]] = {k: [] for k in [*kinds, "direct"]}
+    for r in range(args.rounds):
+        order = [*kinds, "direct"]
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            if name == "direct":
+                rounds[name].append(direct_figures(direct, can_drop, args.sample))
+            else:
+                rounds[name].append(read_figures(kinds[name], direct, can_drop, args.sample))
+    figures = {
+        name: {key: statistics.median(f[key] for f in done) for key in done[0]}
+        for name, done in rounds.items()
+    }
+    cold_direct = figures["direct"].get("cold", 0.0)
+    warm_direct = figures["direct"]["warm_first"]
+    open8k_direct = figures["direct"]["open8k_first"]
+
+    def row(what: str, key: str, base: float, target: str, unit: str = "MB/s") -> list[str]:
+        def fmt(v: float) -> str:
+            return f"{v:,.0f} {unit}" if unit == "MB/s" else f"{v * 1e3:.3f} ms"
+
+        ours = figures["dicomfs"][key]
+        ratio = ours / base if unit == "MB/s" else base / ours
+        cells = [fmt(figures[k][key]) for k in kinds]
+        return [what, *cells, fmt(base), f"{ratio:.2f}", target]
+
+    if can_drop:
+        read_rows.append(row("first read, cold page cache", "cold", cold_direct, ">= 0.7"))
+    read_rows.append(row("first read, source in page cache", "warm_first", warm_direct, ">= 0.3"))
+    read_rows.append(row("re-read", "reread", warm_direct, ">= 0.8"))
+    read_rows.append(
+        row("open + read 8 KiB, first time (p50)", "open8k_first", open8k_direct,
+            "<= 0.15 ms", unit="ms")
+    )  # fmt: skip
+    read_rows.append(
+        row("open + read 8 KiB, read before (p50)", "open8k_again", open8k_direct,
+            "<= 0.05 ms", unit="ms")
+    )  # fmt: skip
+
+    with mounted(index, work / "mnt") as mnt:
+        via = [str(mnt / "by-sop" / f"{uid}.dcm") for uid, _ in entries]
         sample = via[: min(1000, len(via))]
         cold_stat = []
         for path in sample:
@@ -221,7 +291,7 @@ def main() -> None:
                 f"{first_link:,.0f} / {again_link:,.0f} MB/s",
                 f"{warm_direct:,.0f} MB/s",
                 f"{first_link / warm_direct:.2f} / {again_link / warm_direct:.2f}",
-                "",
+                ">= 0.8 (first read)",
             ]
         )
     reader.close()
@@ -274,7 +344,24 @@ def main() -> None:
             "",
             "Command: `.venv/bin/python bench/mount_bench.py "
             f"--files {args.files} --rows {args.rows} --series {args.series} "
-            f"--big-listing {args.big_listing}` (as root).",
+            f"--big-listing {args.big_listing} --sample {args.sample} --rounds {args.rounds}` "
+            "(as root).",
+            "",
+            "Reads: each column is a fresh mount of the same files, each measure "
+            "on a mount of its own (nothing cached in it before). *passthrough*: "
+            "`bench/passthrough.py`, the smallest filesystem on the same stack "
+            "(libfuse 3.14, mfusepy; one `lstat` per lookup, one `open` per open, "
+            "reads answered with the descriptor, entries and attributes kept an "
+            "hour); *no-open*: the same answering the first open with ENOSYS, so "
+            "the kernel sends no OPEN or RELEASE. Ratio: dicomfs against direct. "
+            f"Each figure is the median of {args.rounds} rounds; each round runs every "
+            "side once, in a rotated order.",
+            "",
+            table(
+                ["what", "dicomfs", "passthrough", "passthrough, no-open", "direct", "ratio",
+                 "target"],
+                read_rows,
+            ),
             "",
             table(["what", "through the mount", "direct", "ratio", "target"], rows),
         ]

@@ -400,11 +400,8 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             handle = _Handle(path, None, content, node.identity)
             fi.direct_io, fi.keep_cache = 1, 0
         else:
-            if self.as_caller:
-                with acting_as(_caller()):
-                    node, fd = self.opening.source(path, node)
-            else:
-                node, fd = self.opening.source(path, node)
+            as_reader = (lambda: acting_as(_caller())) if self.as_caller else contextlib.nullcontext
+            node, fd = self.opening.source(path, node, as_reader)
             fi.direct_io, fi.keep_cache = self.opening.policy(path, node.identity)
             # The disk starts on the first megabyte while the open is answered
             # and the READ comes back: +15 % on cold reads (BENCHMARKS.md).

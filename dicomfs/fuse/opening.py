@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from dicomfs.fuse.held import Held
 from dicomfs.view.nodes import FileNode, IsADirectory, Node, SourceChanged, open_source
@@ -57,16 +59,25 @@ class Opening:
                     self._nodes[path] = node
         return node
 
-    def source(self, path: str, node: FileNode) -> tuple[FileNode, int]:
-        """(node, descriptor) of ``path``'s source, checked against the index (C5)."""
+    def source(
+        self, path: str, node: FileNode, as_reader: Callable[[], AbstractContextManager[None]]
+    ) -> tuple[FileNode, int]:
+        """(node, descriptor) of ``path``'s source, checked against the index (C5).
+
+        The source is opened inside ``as_reader()`` (the reader's credentials
+        on a shared mount); the index is asked again outside it, as the
+        daemon: the index is private to the daemon's user.
+        """
         try:
-            return node, open_source(node)
+            with as_reader():
+                return node, open_source(node)
         except SourceChanged:
             with self._lock:
                 self._nodes.pop(path, None)
-            fresh = self.view.lookup(path)
-            if not isinstance(fresh, FileNode):
-                raise IsADirectory(path) from None
+        fresh = self.view.lookup(path)
+        if not isinstance(fresh, FileNode):
+            raise IsADirectory(path)
+        with as_reader():
             return fresh, self.view.open_file(fresh)
 
     def policy(self, path: str, identity: Identity) -> tuple[int, int]:

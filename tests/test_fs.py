@@ -505,6 +505,36 @@ def test_a_reindexed_source_is_taken_back_from_the_kernel(private: Setup) -> Non
     assert through.read_bytes() == new
 
 
+def test_an_open_handle_reads_its_file_whole_after_a_longer_one_replaced_it(
+    private: Setup,
+) -> None:
+    """The kernel cuts page-cache reads at the size it holds for the file (G3).
+
+    Every handle of a path shares that size; told the new, longer file's
+    size while an old handle reads through the page cache, the old handle
+    got its file followed by zeros. Stat, listing and a new open in between
+    must not change what the old handle reads.
+    """
+    c = private.corpus
+    uid = c.ct[1]
+    source = c.files[uid]
+    old = Path(source).read_bytes()
+    new = old + bytes(range(256)) * 64  # longer, and not zeros
+    through = private.mnt / "by-sop" / f"{uid}.dcm"
+    assert through.read_bytes() == old  # cached by the kernel
+    with through.open("rb", buffering=0) as held:
+        assert held.read(1000) == old[:1000]
+        _replace(source, new)
+        reindex(private.index, c, uid)
+        wait_for(lambda: through.read_bytes() == new, 10, "new opens to read the new file")
+        time.sleep(1.0)  # the path dropped from the kernel's caches meanwhile
+        os.stat(through)
+        run("ls", "-l", through.parent)
+        assert old[:1000] + held.read() == old
+    wait_for(lambda: os.stat(through).st_size == len(new), 10, "the new size once it is closed")
+    assert through.read_bytes() == new
+
+
 def test_readers_get_one_version_whole_while_a_source_changes(private: Setup) -> None:
     """Reads racing replacements and re-indexes: one version, whole, or an error (C5, G2)."""
     c = private.corpus

@@ -294,7 +294,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
 
     @_guard
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
-        node = self._shown(self.opening.lookup(path))
+        node = self.opening.attributes_of(path, self._shown(self.opening.lookup(path)))
         self.held.tell(path, shown(node))
         return attributes(node, self.symlinks, inode_of(path))
 
@@ -336,14 +336,17 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         yield [(b".", here), (b"..", up)]
         for page in names or ():  # by-sop/ and the like: names and inode numbers only
             yield list(zip(page, inodes_of(path, page), strict=True))
-        symlinks, tell = self.symlinks, self.held.tell
+        symlinks, attributes_of = self.symlinks, self.opening.attributes_of
         for nodes in entries:
-            out: list[Entry] = []
+            told = []
             for name, node in self._shown_entries(nodes):
                 child = child_path(path, name)
-                tell(child, shown(node))
-                out.append((name.encode(), c_stat(node, symlinks, inode_of(child))))
-            yield out
+                told.append((child, name, attributes_of(child, node)))
+            self.held.tell_all([(child, shown(node)) for child, _, node in told])
+            yield [
+                (name.encode(), c_stat(node, symlinks, inode_of(child)))
+                for child, name, node in told
+            ]
 
     def _plain_mode(self, path: str) -> int:
         """The file type of the entries of a names-only listing (their d_type)."""
@@ -402,7 +405,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         else:
             as_reader = (lambda: acting_as(_caller())) if self.as_caller else contextlib.nullcontext
             node, fd = self.opening.source(path, node, as_reader)
-            fi.direct_io, fi.keep_cache = self.opening.policy(path, node.identity)
+            fi.direct_io, fi.keep_cache = self.opening.policy(path, node)
             # The disk starts on the first megabyte while the open is answered
             # and the READ comes back: +15 % on cold reads (BENCHMARKS.md).
             with contextlib.suppress(OSError):  # advice only

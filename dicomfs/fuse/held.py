@@ -100,19 +100,29 @@ class Held:
 
     def tell(self, path: str, shown: Shown) -> None:
         """The kernel is about to get ``path`` showing ``shown``."""
+        self.tell_all([(path, shown)])
+
+    def tell_all(self, answers: list[tuple[str, Shown]]) -> None:
+        """``tell`` for every (path, shown) of a listing page, under one lock."""
+        mixed = False
         with self._lock:
-            held = self._paths.get(path)
-            if held is None:
-                self._paths[path] = {shown}
-                if len(self._paths) > self._limit and not self._spilling:
-                    self._spilling = True  # the next round drops the oldest
-                    self._wake.set()
-            else:
-                held.add(shown)
-            if shown == GENERATED:
-                self._generated.add(path)
-        if len(held or ()) > 1:
-            self.drop(path)
+            paths = self._paths
+            for path, shown in answers:
+                held = paths.get(path)
+                if held is None:
+                    paths[path] = {shown}
+                else:
+                    held.add(shown)
+                    if len(held) > 1:
+                        self._dropped.add(path)
+                        mixed = True
+                if shown == GENERATED:
+                    self._generated.add(path)
+            if len(paths) > self._limit and not self._spilling:
+                self._spilling = True  # the next round drops the oldest
+                mixed = True
+        if mixed:
+            self._wake.set()
 
     def consistent(self, path: str, shown: Shown) -> bool:
         """Whether the kernel holds nothing of ``path`` but ``shown`` (or nothing at all)."""

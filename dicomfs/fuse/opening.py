@@ -13,6 +13,14 @@ decision made at every open, measured in issue 14:
   index is asked again before the source is called changed.
 - ``policy``: whether the kernel may keep the pages it holds for the path
   (``keep_cache``) or must read this handle with direct I/O.
+- ``attributes_of``: while a handle of an older source reads through the
+  page cache, the path keeps showing that source's size and times. The
+  kernel cuts page-cache reads at the size it holds for the file, and
+  every handle of a path shares it: told the new, longer file's size, the
+  old handle read its file followed by zeros (seen, G3). Handles of the
+  new source read with direct I/O meanwhile, which that size does not
+  limit; once the old handles are closed the path is dropped and shows
+  the new file.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ class Opening:
         self._nodes: dict[str, Node] = {}
         self._nodes_seen: object = None
         self._open: dict[str, Counter[Identity]] = {}
+        self._paged: dict[str, FileNode] = {}  # the source cached handles of a path read
+        self._mixed: set[str] = set()  # paths with handles of two sources at once
 
     def lookup(self, path: str) -> Node:
         """``view.lookup``, remembered while ``held.seen`` stays (see the module)."""
@@ -80,7 +90,18 @@ class Opening:
         with as_reader():
             return fresh, self.view.open_file(fresh)
 
-    def policy(self, path: str, identity: Identity) -> tuple[int, int]:
+    def attributes_of(self, path: str, node: Node) -> Node:
+        """What ``path`` shows the kernel: ``node``, or the older source its open handles read."""
+        if path not in self._paged:  # the common case, without the lock
+            return node
+        with self._lock:
+            paged = self._paged.get(path)
+            counts = self._open.get(path)
+            if paged is not None and counts and counts[paged.identity] > 0:
+                return paged
+        return node
+
+    def policy(self, path: str, node: FileNode) -> tuple[int, int]:
         """(direct_io, keep_cache) for a new handle on ``path``; records it as open.
 
         Pages are kept when the kernel holds nothing of the path but this
@@ -90,24 +111,39 @@ class Opening:
         the cached size does not limit, and the path is dropped. While a
         handle on an older source is open, its pages are left alone (G2, G3).
         """
+        identity = node.identity
         with self._lock:
             others = self._open.setdefault(path, Counter())
             others[identity] += 1
             if any(ident != identity for ident in others):
+                self._mixed.add(path)
                 return 1, 1
-        if self.held.consistent(path, identity):
-            self.held.tell(path, identity)
-            return 0, 1
+            if self.held.consistent(path, identity):
+                self.held.tell(path, identity)
+                self._paged[path] = node
+                return 0, 1
         self.held.drop(path)
         return 1, 0
 
     def closed(self, path: str, identity: Identity) -> None:
         """A handle ``policy`` recorded was released."""
+        settled = False
         with self._lock:
             counts = self._open.get(path)
             if counts is not None:
                 counts[identity] -= 1
                 if counts[identity] <= 0:
                     del counts[identity]
+                    paged = self._paged.get(path)
+                    if paged is not None and paged.identity == identity:
+                        del self._paged[path]
                 if not counts:
                     del self._open[path]
+                paged = self._paged.get(path)
+                if path in self._mixed and (paged is None or paged.identity not in counts):
+                    # No handle of the older source is left: the path may
+                    # show the newer one now.
+                    self._mixed.discard(path)
+                    settled = True
+        if settled:
+            self.held.drop(path)

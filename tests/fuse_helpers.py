@@ -299,6 +299,7 @@ class Mount:
         group: str | None = None,
         symlinks: bool = False,
         names: str | None = None,
+        fuse_debug: bool = False,
     ) -> None:
         self.mountpoint = mountpoint
         self.index = index
@@ -314,6 +315,7 @@ class Mount:
         self.args += ["--group", group] if group else []
         self.args += ["--symlinks"] if symlinks else []
         self.args += ["--names", names] if names else []
+        self.args += ["--fuse-debug"] if fuse_debug else []
         fd, log = tempfile.mkstemp(prefix="dicomfs-mount-", suffix=".log", dir=mountpoint.parent)
         os.close(fd)
         self.log_path = Path(log)

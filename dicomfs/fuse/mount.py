@@ -121,6 +121,7 @@ class _Runner:
         allow_other: bool,
         symlinks: bool,
         space_paths: tuple[str, ...],
+        fuse_debug: bool = False,
     ) -> None:
         from dicomfs.fuse import binding, fs  # imported here: they load libfuse
 
@@ -138,7 +139,7 @@ class _Runner:
             space_paths=space_paths,
         )
         self._serve: Callable[[], None] = functools.partial(
-            binding.serve, self.operations, mountpoint, allow_other=allow_other
+            binding.serve, self.operations, mountpoint, allow_other=allow_other, debug=fuse_debug
         )
         self.thread = threading.Thread(target=self._run, name="dicomfs-fuse", daemon=True)
 
@@ -200,6 +201,7 @@ def run_mount(
     sources: Sequence[Path | str] = (),
     names: str | None = None,
     part10: bool = False,
+    fuse_debug: bool = False,
 ) -> int:
     """Mount ``index_path`` read-only at ``mountpoint``; return 0 after a clean stop.
 
@@ -220,6 +222,9 @@ def run_mount(
     ``default_names``: "id" for a private mount, "uid" with ``allow_other``.
     ``part10`` serves files written without a PS3.10 header with one in
     front (``view.tree``); with ``symlinks`` those files stay regular files.
+    ``fuse_debug`` has libfuse print every request it gets on stderr (its
+    ``-d``): which requests a reader's commands cost, for troubleshooting
+    and for the tests that count them.
     """
     mountpoint = Path(os.path.abspath(mountpoint))
     # Readers are opened later, from FUSE threads, after libfuse may have
@@ -260,7 +265,7 @@ def run_mount(
         names=names,
         part10=part10,
     )
-    runner = _Runner(mountpoint, view, allow_other, symlinks, space_paths)
+    runner = _Runner(mountpoint, view, allow_other, symlinks, space_paths, fuse_debug)
     log.info(
         "mounting %s at %s (allow_other=%s, gid=%d, names=%s, part10=%s)",
         index_path, mountpoint, allow_other, gid, names, part10,
@@ -388,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part10", action="store_true", help="a PS3.10 header where none")
     parser.add_argument("--source", action="append", default=[], help="for free-space figures")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--fuse-debug", action="store_true", help="print every FUSE request")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -403,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             sources=args.source,
             names=args.names,
             part10=args.part10,
+            fuse_debug=args.fuse_debug,
         )
     except MountError as exc:
         print(f"dicomfs: {exc}", file=sys.stderr)

@@ -36,7 +36,7 @@ Decisions, each with its reason:
   and the like) are the exception: names and inode numbers only, a page at
   a time, so that neither libfuse nor the kernel keeps a node per entry of
   a million-entry listing (issue 13); ``ls -l`` there looks each file up.
-- Real files are opened once, in ``open``, with ``view.open_file`` (O_NOFOLLOW,
+- Real files are opened once, in ``open``, by ``opening.source`` (O_NOFOLLOW,
   fstat checked against the index) and read with ``os.pread`` on that
   descriptor: a handle opened before a source was replaced keeps reading the
   old bytes. With ``allow_other`` that open is made with the reader's own
@@ -95,10 +95,11 @@ from dicomfs.fuse.caller import Caller, acting_as, groups_of, reveal_for, shown_
 from dicomfs.fuse.fsinfo import child_path, inode_of, inodes_of, parent_path, space
 from dicomfs.fuse.held import LONG_TIMEOUT, Held, Shown, shown
 from dicomfs.fuse.listing import Entry, Listing
-from dicomfs.fuse.opening import Identity, Opening
+from dicomfs.fuse.opening import Opening
 from dicomfs.view.nodes import (
     DirNode,
     FileNode,
+    Identity,
     IsADirectory,
     Node,
     NotADirectory,

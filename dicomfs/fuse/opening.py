@@ -31,11 +31,17 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from dicomfs.fuse.held import Held
-from dicomfs.view.nodes import FileNode, IsADirectory, Node, SourceChanged, open_source
+from dicomfs.view.nodes import (
+    FileNode,
+    Identity,
+    IsADirectory,
+    Node,
+    SourceChanged,
+    open_source,
+)
 from dicomfs.view.tree import View
 
 NODES_KEPT = 10_000
-Identity = tuple[str | None, int, int, int, int, int]
 
 
 class Opening:

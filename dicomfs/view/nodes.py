@@ -59,6 +59,11 @@ class DirNode:
     witness: str | None = field(default=None, compare=False)
 
 
+# What a file is, as far as serving it goes: its source's path, device, inode,
+# size (with any prefix), mtime and ctime. Generated files have no path.
+Identity = tuple[str | None, int, int, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class FileNode:
     """A file of the mount: a real source file (``real_path``) or generated ``content``.
@@ -116,7 +121,7 @@ class FileNode:
         return self.size - len(self.prefix)
 
     @property
-    def identity(self) -> tuple[str | None, int, int, int, int, int]:
+    def identity(self) -> Identity:
         return (self.real_path, self.dev, self.inode, self.size, self.mtime_ns, self.ctime_ns)
 
 

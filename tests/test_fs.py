@@ -535,6 +535,30 @@ def test_an_open_handle_reads_its_file_whole_after_a_longer_one_replaced_it(
     assert through.read_bytes() == new
 
 
+def test_a_path_shows_the_new_file_once_the_old_handle_on_it_is_closed(
+    private: Setup,
+) -> None:
+    """The older source's attributes are shown only while a handle of it is open.
+
+    Nothing else opens the path meanwhile: closing the old handle alone
+    must make the path show the re-indexed file, not wait for an hour.
+    """
+    c = private.corpus
+    uid = c.rs1
+    source = c.files[uid]
+    old = Path(source).read_bytes()
+    new = old + bytes(range(256)) * 16
+    through = private.mnt / "by-sop" / f"{uid}.dcm"
+    with through.open("rb", buffering=0) as held:
+        assert held.read() == old  # read through the page cache
+        _replace(source, new)
+        reindex(private.index, c, uid)
+        time.sleep(1.0)  # the path dropped and asked again meanwhile
+        assert os.stat(through).st_size == len(old)  # while the old handle is open
+    wait_for(lambda: os.stat(through).st_size == len(new), 10, "the new size once it is closed")
+    assert through.read_bytes() == new
+
+
 def test_readers_get_one_version_whole_while_a_source_changes(private: Setup) -> None:
     """Reads racing replacements and re-indexes: one version, whole, or an error (C5, G2)."""
     c = private.corpus

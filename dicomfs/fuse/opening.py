@@ -55,7 +55,10 @@ class Opening:
         self._nodes_seen: object = None
         self._open: dict[str, Counter[Identity]] = {}
         self._paged: dict[str, FileNode] = {}  # the source cached handles of a path read
-        self._mixed: set[str] = set()  # paths with handles of two sources at once
+        # Paths the kernel may have been shown an older source than the index
+        # shows (handles of two sources, or ``attributes_of`` answering with
+        # the older): dropped once no handle of the older source is left.
+        self._behind: set[str] = set()
 
     def lookup(self, path: str) -> Node:
         """``view.lookup``, remembered while ``held.seen`` stays (see the module)."""
@@ -101,11 +104,11 @@ class Opening:
         if path not in self._paged:  # the common case, without the lock
             return node
         with self._lock:
-            paged = self._paged.get(path)
-            counts = self._open.get(path)
-            if paged is not None and counts and counts[paged.identity] > 0:
-                return paged
-        return node
+            paged = self._paged.get(path)  # there only while a handle of it is open
+            if paged is None or not isinstance(node, FileNode) or paged.identity == node.identity:
+                return node
+            self._behind.add(path)
+            return paged
 
     def policy(self, path: str, node: FileNode) -> tuple[int, int]:
         """(direct_io, keep_cache) for a new handle on ``path``; records it as open.
@@ -122,7 +125,7 @@ class Opening:
             others = self._open.setdefault(path, Counter())
             others[identity] += 1
             if any(ident != identity for ident in others):
-                self._mixed.add(path)
+                self._behind.add(path)
                 return 1, 1
             if self.held.consistent(path, identity):
                 self.held.tell(path, identity)
@@ -146,10 +149,10 @@ class Opening:
                 if not counts:
                     del self._open[path]
                 paged = self._paged.get(path)
-                if path in self._mixed and (paged is None or paged.identity not in counts):
+                if path in self._behind and (paged is None or paged.identity not in counts):
                     # No handle of the older source is left: the path may
                     # show the newer one now.
-                    self._mixed.discard(path)
+                    self._behind.discard(path)
                     settled = True
         if settled:
             self.held.drop(path)

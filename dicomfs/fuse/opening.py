@@ -25,12 +25,14 @@ decision made at every open, measured in issue 14:
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from dicomfs.fuse.held import Held
+from dicomfs.view.cache import VersionedCache
 from dicomfs.view.nodes import (
     FileNode,
     Identity,
@@ -44,6 +46,11 @@ from dicomfs.view.tree import View
 NODES_KEPT = 10_000
 
 
+def _remembered(node: Node) -> bool:
+    """Source files only: a generated file (status.json) changes without the index."""
+    return isinstance(node, FileNode) and not node.generated
+
+
 class Opening:
     """Opens of one mount: remembered nodes, and the sources of the handles open now."""
 
@@ -51,8 +58,7 @@ class Opening:
         self.view = view
         self.held = held
         self._lock = threading.Lock()
-        self._nodes: dict[str, Node] = {}
-        self._nodes_seen: object = None
+        self._nodes = VersionedCache(NODES_KEPT)
         self._open: dict[str, Counter[Identity]] = {}
         self._paged: dict[str, FileNode] = {}  # the source cached handles of a path read
         # Paths the kernel may have been shown an older source than the index
@@ -62,21 +68,9 @@ class Opening:
 
     def lookup(self, path: str) -> Node:
         """``view.lookup``, remembered while ``held.seen`` stays (see the module)."""
-        generation = self.held.seen
-        with self._lock:
-            if self._nodes_seen != generation:
-                self._nodes, self._nodes_seen = {}, generation
-            node = self._nodes.get(path)
-        if node is None:
-            node = self.view.lookup(path)
-            if not isinstance(node, FileNode) or node.generated:
-                return node
-            with self._lock:
-                if self._nodes_seen == generation:
-                    if len(self._nodes) >= NODES_KEPT:
-                        self._nodes.clear()
-                    self._nodes[path] = node
-        return node
+        return self._nodes.get(
+            path, self.held.seen, functools.partial(self.view.lookup, path), _remembered
+        )
 
     def source(
         self, path: str, node: FileNode, as_reader: Callable[[], AbstractContextManager[None]]
@@ -91,8 +85,7 @@ class Opening:
             with as_reader():
                 return node, open_source(node)
         except SourceChanged:
-            with self._lock:
-                self._nodes.pop(path, None)
+            self._nodes.forget(path)
         fresh = self.view.lookup(path)
         if not isinstance(fresh, FileNode):
             raise IsADirectory(path)

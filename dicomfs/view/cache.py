@@ -58,14 +58,22 @@ class VersionedCache:
     again, however long that is, instead of for a TTL. The version is read
     before computing, so a write during the computation makes the entry old
     at once. ``version`` None (an index older than the generation) keeps nothing.
+    The FUSE adapter keeps the nodes opens ask for the same way (``fuse.opening``).
     """
 
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, tuple[str, object]] = OrderedDict()
+        self._data: OrderedDict[Hashable, tuple[Hashable, object]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, version: str | None, compute: Callable[[], _T]) -> _T:
+    def get(
+        self,
+        key: Hashable,
+        version: Hashable | None,
+        compute: Callable[[], _T],
+        keep: Callable[[_T], bool] | None = None,
+    ) -> _T:
+        """The value for ``key`` made at ``version``; ``keep(value)`` False: not kept."""
         if version is not None:
             with self._lock:
                 hit = self._data.get(key)
@@ -73,10 +81,14 @@ class VersionedCache:
                     self._data.move_to_end(key)
                     return cast(_T, hit[1])
         value = compute()
-        if version is not None:
+        if version is not None and (keep is None or keep(value)):
             with self._lock:
                 self._data[key] = (version, value)
                 self._data.move_to_end(key)
                 while len(self._data) > self.maxsize:
                     self._data.popitem(last=False)
         return value
+
+    def forget(self, key: Hashable) -> None:
+        with self._lock:
+            self._data.pop(key, None)

@@ -24,7 +24,6 @@ from typing import Protocol
 
 from dicomfs.errors import UnknownUidError
 from dicomfs.index import IndexReader, InstanceRow, graph
-from dicomfs.index.schema import GENERATION
 from dicomfs.view.cache import TTLCache, VersionedCache
 from dicomfs.view.names import member_name
 from dicomfs.view.nodes import NotFound
@@ -59,6 +58,8 @@ class Host(Protocol):
     @property
     def cache(self) -> TTLCache: ...
 
+    def generation(self) -> str | None: ...
+
 
 class Packages:
     """Packages and their heads, per index generation; safe to share between threads."""
@@ -83,7 +84,7 @@ class Packages:
         return self._heads.get(uid, self._generation(), build)
 
     def _generation(self) -> str | None:
-        return self._host.reader.meta(GENERATION)
+        return self._host.generation()
 
     def _build(self, uid: str) -> PackageView:
         try:

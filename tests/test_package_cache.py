@@ -1,9 +1,10 @@
-"""Plan packages are kept until the index changes, not for a TTL (issue 13, ``view.packages``).
+"""Plan packages are kept until ingest touches them, not for a TTL (issue 13, ``view.packages``).
 
 ``find MNT/plans -maxdepth 2`` stats every plan folder's ``missing.txt`` and
 ``manifest.json``, whose sizes are those of their content: a package per
 plan. Kept per index generation, a package is computed once and stays
-valid until a batch is written; the sizes alone stay for many more plans
+valid until a batch touches something it was computed from (the index's
+log of changes); the sizes alone stay for many more plans
 than whole packages, so listing a plan folder does not rebuild its package.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +90,69 @@ def test_a_plan_folder_is_listed_from_kept_sizes_without_its_package(
     manifest = view.lookup(f"{folder}/manifest.json")
     assert isinstance(manifest, FileNode) and len(manifest.data()) == first["manifest.json"]
     assert view._packages._views._data  # made again when read
+
+
+def _write(view: View, results: list[FileResult], removed: tuple[str, ...] = ()) -> None:
+    writer = IndexWriter(view.reader.path)
+    try:
+        writer.apply(results, removed=removed)
+    finally:
+        writer.close()
+
+
+def _copy_as(corpus: Corpus, tmp_path: Path, uid: str, **fields: str) -> FileResult:
+    """The file of ``uid`` copied under a new name, indexed with ``fields`` replaced."""
+    original = next(r for r in corpus.results if r.stat.path == corpus.files[uid])
+    assert isinstance(original.result, Instance)
+    path = tmp_path / f"copy-{fields['sop_instance_uid']}.dcm"
+    shutil.copyfile(original.stat.path, path)
+    stat = dataclasses.replace(original.stat, path=str(path), inode=path.stat().st_ino)
+    return FileResult(stat, dataclasses.replace(original.result, **fields))
+
+
+def test_a_package_stays_across_batches_that_touch_nothing_it_was_computed_from(
+    view: View, corpus: Corpus, tmp_path: Path
+) -> None:
+    """A receiver's batch of another patient keeps every plan's package (``index.changes``)."""
+    kept, head = view._packages.view(corpus.plan), view._packages.head(corpus.plan)
+    before = view.reader.meta(GENERATION)
+    other = _copy_as(
+        corpus, tmp_path, corpus.mr,
+        sop_instance_uid="2.25.101", series_uid="2.25.102", study_uid="2.25.103",
+        frame_of_reference_uid="2.25.104", patient_id="OTHER",
+    )  # fmt: skip
+    _write(view, [other])
+    assert view.reader.meta(GENERATION) != before
+    assert view._packages.view(corpus.plan) is kept
+    assert view._packages.head(corpus.plan) is head
+    assert "2.25.101.dcm" in dict(view.listdir("by-sop"))  # the batch itself is served
+
+
+@pytest.mark.parametrize("write", ["a member's file goes", "a new dose names the plan"])
+def test_a_batch_that_touches_a_package_makes_it_again(
+    view: View, corpus: Corpus, tmp_path: Path, write: str
+) -> None:
+    folder = f"plans/{corpus.plan}"
+    kept = view._packages.view(corpus.plan)
+    if write == "a member's file goes":
+        _write(view, [], removed=(corpus.files[corpus.rs1],))
+        shown = view.lookup(f"{folder}/missing.txt")
+        assert isinstance(shown, FileNode) and corpus.rs1.encode() in shown.data()
+    else:
+        _write(view, [_copy_as(corpus, tmp_path, corpus.dose, sop_instance_uid="2.25.201")])
+        shown = view.lookup(f"{folder}/manifest.json")
+        assert isinstance(shown, FileNode) and b"2.25.201" in shown.data()
+    assert view._packages.view(corpus.plan) is not kept
+
+
+def test_a_package_is_made_again_when_the_log_cannot_tell(
+    view: View, corpus: Corpus, tmp_path: Path
+) -> None:
+    """The log rolled past the generation a package was kept at: computed again, as before."""
+    kept = view._packages.view(corpus.plan)
+    conn = sqlite3.connect(view.reader.path)
+    _write(view, [_copy_as(corpus, tmp_path, corpus.mr, sop_instance_uid="2.25.301")])
+    conn.execute("DELETE FROM changes")  # as KEPT_ROWS later batches would have
+    conn.commit()
+    conn.close()
+    assert view._packages.view(corpus.plan) is not kept

@@ -2,12 +2,14 @@
 
 Owns every SQL statement (sqlite-utils): ``schema`` (tables and their
 check), ``rows`` (what queries return), ``reader``, ``writer`` and
-``recovery`` (the index file: default place, damage, setting aside). May
+``recovery`` (the index file: default place, damage, setting aside),
+``changes`` (what each batch touched). May
 import ``dicomfs.dicom.records`` and ``dicomfs.errors``, nothing above;
 everything above reads the index through the names exported here and
 ``dicomfs.index.graph``.
 """
 
+from dicomfs.index.changes import Changes, Depends
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.recovery import default_index_path, is_damage, is_disk_full, set_aside
 from dicomfs.index.rows import (
@@ -26,7 +28,9 @@ from dicomfs.index.writer import IndexWriter
 __all__ = [
     "SCHEMA_VERSION",
     "ApplyStats",
+    "Changes",
     "ConflictRow",
+    "Depends",
     "EdgeRow",
     "FileRow",
     "IndexReader",

@@ -17,6 +17,7 @@ dicomfs index".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
@@ -27,6 +28,7 @@ from typing import Any
 
 from dicomfs.dicom.records import EDGES_CAPPED, ChangeKey, change_key
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
+from dicomfs.index.changes import Changes, Recorded, between
 from dicomfs.index.rows import (
     EDGE_COLUMNS,
     INSTANCE_COLUMNS,
@@ -192,6 +194,7 @@ class IndexReader:
     def __init__(self, path: Path | str, *, _conn: sqlite3.Connection | None = None) -> None:
         # Absolute: the FUSE loop may change the working directory to "/".
         self.path = Path(os.path.abspath(path))
+        self._recorded: Recorded | None = None
         self._details_done = False
         self._can_remember_details = _conn is None
         if _conn is not None:
@@ -223,7 +226,38 @@ class IndexReader:
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows of a read-only query: for the index's own modules, not for callers above it."""
+        if self._recorded is not None:
+            self._recorded.note(params)
         return self._conn.execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[Recorded]:
+        """Collect what the queries made meanwhile depend on (``index.changes``).
+
+        Every lookup selects rows by UIDs given as parameters; their hashes
+        are collected in ``Recorded.depends``. A query with no text
+        parameter could depend on any row: ``depends`` is then None.
+        """
+        outer, self._recorded = self._recorded, Recorded(set())
+        try:
+            yield self._recorded
+        finally:
+            inner, self._recorded = self._recorded, outer
+            if outer is not None:
+                outer.merge(inner)
+
+    def changes(self, old: str, new: str) -> Changes | None:
+        """What the batches from generation ``old`` to ``new`` touched; None: not known."""
+        try:
+            first, last = int(old), int(new)
+        except ValueError:
+            return None
+        rows = self._conn.execute(
+            "SELECT generation, previous, uids FROM changes "
+            "WHERE generation > ? AND generation <= ? ORDER BY generation",
+            (first, last),
+        ).fetchall()
+        return between(rows, first, last)
 
     @property
     def connection(self) -> sqlite3.Connection:

@@ -35,9 +35,13 @@ Tables (schema version in ``meta``):
   read it. ``details_fts`` is its full-text index (FTS5, made and kept in
   step by sqlite-utils' ``enable_fts`` triggers) over names, labels and
   descriptions, for ``dicomfs find``.
+- ``changes``: what each writing batch touched, by UID, a bounded log
+  (``index.changes``): the view keeps a plan package until a batch touches
+  something it was computed from.
 
 Upgrades: 1 -> 2 adds the inode change time; 2 -> 3 adds ``details``;
-3 -> 4 drops the index of every copy's UID for one of the later copies only. The
+3 -> 4 drops the index of every copy's UID for one of the later copies only;
+4 -> 5 adds ``changes``. The
 details of an indexed file can only be had by reading it again, so the
 upgrade clears every stored change key (the next scan re-parses each file
 once, with its progress bar) and sets ``details_pending`` until that scan
@@ -55,7 +59,7 @@ import sqlite_utils
 from dicomfs import __version__
 from dicomfs.errors import IndexCorruptError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Meta key moved by every batch that writes anything (``IndexWriter.apply``):
 # what the view keeps (plan packages) is valid while it stays the same.
 GENERATION = "generation"
@@ -78,6 +82,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 4: later copies of a UID get their own small index (made from the DDL);
     # the index of every row's UID, which the serving one repeated, goes.
     3: ("DROP INDEX IF EXISTS instances_sop",),
+    # 5: the log of what each batch changed (``changes``, made from the DDL).
+    # It starts empty: what readers kept before is computed again once.
+    4: (),
 }
 
 DDL = """
@@ -173,6 +180,11 @@ CREATE TABLE IF NOT EXISTS details (
 -- find --date: a range seek instead of a scan of every instance (bench/human_bench.py:
 -- 242 -> 13 ms p50 at a million instances, for 17 bytes per instance).
 CREATE INDEX IF NOT EXISTS details_study_date ON details(study_date);
+CREATE TABLE IF NOT EXISTS changes (
+    generation INTEGER PRIMARY KEY,
+    previous INTEGER,
+    uids BLOB NOT NULL
+);
 """
 
 

@@ -23,6 +23,7 @@ import sqlite_utils
 
 from dicomfs.dicom.records import FileResult, FileStat, Instance
 from dicomfs.errors import IndexCorruptError
+from dicomfs.index import changes
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.rows import ApplyStats, decode_path
 from dicomfs.index.schema import GENERATION, create_or_check_schema, ensure_search
@@ -69,6 +70,7 @@ class IndexWriter(IndexReader):
             raise IndexCorruptError(f"cannot open index {path} for writing: {exc}") from exc
         super().__init__(path, _conn=conn)
         self._lock = threading.Lock()
+        self._touched: set[str] = set()  # UIDs of what the batch being written changes
 
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
@@ -94,6 +96,7 @@ class IndexWriter(IndexReader):
         stats = ApplyStats()
         with self._lock:
             conn = self._conn
+            self._touched = set()  # logged with the batch (index.changes)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for path in removed:
@@ -101,7 +104,8 @@ class IndexWriter(IndexReader):
                 for item in results:
                     self._store(item, digest, stats)
                 if results or stats.removed:
-                    self._next_generation()
+                    previous, generation = self._next_generation()
+                    changes.record(conn, previous, generation, self._touched)
                 conn.execute("COMMIT")
             except BaseException:
                 # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR):
@@ -117,17 +121,20 @@ class IndexWriter(IndexReader):
                 self._restart_wal()
         return stats
 
-    def _next_generation(self) -> None:
+    def _next_generation(self) -> tuple[int | None, int]:
         """Move ``GENERATION``: to the commit time in ns, or one more than before.
 
         A rebuilt index so never repeats a value its predecessor had: a reader
         that reopens must not take packages kept from the old one for new.
+        Returns (the generation before, or None, the new one).
         """
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (GENERATION,)).fetchone()
-        value = max(int(row[0]) + 1 if row else 0, time.time_ns())
+        previous = int(row[0]) if row else None
+        value = max(previous + 1 if previous is not None else 0, time.time_ns())
         self._conn.execute(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (GENERATION, str(value))
         )
+        return previous, value
 
     def _restart_wal(self) -> None:
         """Checkpoint and restart the WAL, waiting briefly for the readers of the moment.
@@ -152,6 +159,7 @@ class IndexWriter(IndexReader):
         served = conn.execute(
             "SELECT sop_uid FROM instances WHERE file_id = ? AND serving = 1", (file_id,)
         ).fetchone()
+        self._touched.update(changes.stored_values(conn, file_id))
         conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
         if served is not None:
             self._promote(served[0], digest)
@@ -167,6 +175,7 @@ class IndexWriter(IndexReader):
             return
         promoted = row[0]
         conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (promoted,))
+        self._touched.update(changes.stored_values(conn, promoted))
         # Remaining copies are compared with the promoted one, not the one that left.
         conn.execute("DELETE FROM conflicts WHERE sop_uid = ?", (sop_uid,))
         others = conn.execute(
@@ -208,6 +217,7 @@ class IndexWriter(IndexReader):
             ).fetchone()
             if old is not None and old[1]:
                 previously_served = old[0]
+            self._touched.update(changes.stored_values(conn, file_id))
             conn.execute("DELETE FROM instances WHERE file_id = ?", (file_id,))
             conn.execute("DELETE FROM edges WHERE file_id = ?", (file_id,))
             conn.execute(
@@ -245,6 +255,16 @@ class IndexWriter(IndexReader):
 
     def _insert_instance(self, file_id: int, inst: Instance, *, serving: bool) -> None:
         conn = self._conn
+        self._touched.update(
+            (
+                inst.sop_instance_uid,
+                inst.sop_class_uid,
+                inst.series_uid,
+                inst.study_uid,
+                inst.frame_of_reference_uid,
+            )
+        )
+        self._touched.update(e.target_uid for e in inst.edges)
         conn.execute(
             "INSERT INTO instances(file_id, sop_uid, serving, sop_class, modality, patient_id, "
             "study_uid, series_uid, for_uid, label, dose_summation_type, series_description, "

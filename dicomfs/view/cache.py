@@ -58,6 +58,8 @@ class VersionedCache:
     again, however long that is, instead of for a TTL. The version is read
     before computing, so a write during the computation makes the entry old
     at once. ``version`` None (an index older than the generation) keeps nothing.
+    A caller that knows what a value depends on passes ``still`` to keep it
+    across versions that did not touch that (packages: ``index.changes``).
     The FUSE adapter keeps the nodes opens ask for the same way (``fuse.opening``).
     """
 
@@ -72,16 +74,27 @@ class VersionedCache:
         version: Hashable | None,
         compute: Callable[[], _T],
         keep: Callable[[_T], bool] | None = None,
+        still: Callable[[Hashable, Hashable, _T], bool] | None = None,
     ) -> _T:
-        """The value for ``key`` made at ``version``; ``keep(value)`` False: not kept."""
+        """The value for ``key`` made at ``version``; ``keep(value)`` False: not kept.
+
+        ``still(kept_version, version, value)`` True: a value kept from an
+        older version is valid at ``version`` too, and is kept as of it.
+        """
+        hit: tuple[Hashable, object] | None = None
         if version is not None:
             with self._lock:
                 hit = self._data.get(key)
                 if hit is not None and hit[0] == version:
                     self._data.move_to_end(key)
                     return cast(_T, hit[1])
-        value = compute()
-        if version is not None and (keep is None or keep(value)):
+        if hit is not None and still is not None and still(hit[0], version, cast(_T, hit[1])):
+            value = cast(_T, hit[1])
+        else:
+            value = compute()
+            if keep is not None and not keep(value):
+                return value
+        if version is not None:
             with self._lock:
                 self._data[key] = (version, value)
                 self._data.move_to_end(key)

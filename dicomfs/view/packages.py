@@ -1,4 +1,4 @@
-"""Plan and object packages as the mount shows them, kept until the index changes (issue 13).
+"""Plan and object packages as the mount shows them, kept until ingest touches them (issue 13).
 
 A package (``graph.package``: everything a plan needs, what it lacks, its
 manifest) costs a dozen queries and a JSON document: about 6 ms. ``find
@@ -6,31 +6,39 @@ MNT/plans -maxdepth 2`` asks for the attributes of every plan folder's
 entries, and ``missing.txt`` and ``manifest.json`` have the sizes of their
 content, so at 2,000 plans that was 17 s on every run. Packages depend on
 the index alone, so they are kept with the index's generation (a meta value
-``IndexWriter.apply`` moves in every batch that writes): one stays valid
-until ingest writes again, however long that is.
+``IndexWriter.apply`` moves in every batch that writes), and with what they
+were computed from (``IndexReader.recording``). When the generation moves,
+a kept package stays valid if none of the batches since touched anything
+it was computed from (``index.changes``): a receiver writing a batch every
+few seconds no longer makes every plan's package be computed again. When
+that cannot be told (the log rolled on, the index was rebuilt), it is
+computed again, as before.
 
 Two sizes of memory: whole packages (member rows, manifest bytes: up to a
 few hundred KB each) are kept for the last ``PACKAGES_KEPT`` plans; the
-sizes of their generated files (``Head``, about 100 bytes) for
-``HEADS_KEPT``, so a plan folder is listed without its package, which is
+sizes of their generated files and what they depend on (``Head``, about
+3 KB) for ``HEADS_KEPT``, so a plan folder is listed without its package, which is
 made again only when a file of it is read. An index without a generation
 (written by an older dicomfs) keeps packages for the view's TTL only.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
 from dicomfs.errors import UnknownUidError
-from dicomfs.index import IndexReader, InstanceRow, graph
+from dicomfs.index import Changes, Depends, IndexReader, InstanceRow, graph
 from dicomfs.view.cache import TTLCache, VersionedCache
 from dicomfs.view.names import member_name
 from dicomfs.view.nodes import NotFound
 from dicomfs.view.report import PLAN_FOLDERS, format_manifest, format_missing
 
 PACKAGES_KEPT = 64
-HEADS_KEPT = 100_000
+HEADS_KEPT = 20_000  # about 3 KB each with what the package depends on
+CHANGES_KEPT = 16  # (from, to) generation pairs whose changes are at hand
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,7 @@ class Head:
 
     missing_size: int
     manifest_size: int
+    depends: Depends | None  # what the package was computed from (index.changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +56,7 @@ class PackageView:
     missing_txt: bytes
     manifest_json: bytes
     package: graph.Package  # to render manifest.json for one reader
+    depends: Depends | None
 
 
 class Host(Protocol):
@@ -68,27 +78,45 @@ class Packages:
         self._host = host
         self._views = VersionedCache(PACKAGES_KEPT)
         self._heads = VersionedCache(HEADS_KEPT)
+        self._lock = threading.Lock()
+        self._changes: dict[tuple[Hashable, Hashable], Changes | None] = {}
 
     def view(self, uid: str) -> PackageView:
         """The package of ``uid`` with its folders' names; NotFound for an unknown UID."""
         generation = self._generation()
         if generation is None:
             return self._host.cache.get(("package", uid), lambda: self._build(uid))
-        return self._views.get(uid, generation, lambda: self._build(uid))
+        return self._views.get(uid, generation, lambda: self._build(uid), still=self._still)
 
     def head(self, uid: str) -> Head:
         def build() -> Head:
             view = self.view(uid)
-            return Head(len(view.missing_txt), len(view.manifest_json))
+            return Head(len(view.missing_txt), len(view.manifest_json), view.depends)
 
-        return self._heads.get(uid, self._generation(), build)
+        return self._heads.get(uid, self._generation(), build, still=self._still)
+
+    def _still(self, kept: Hashable, now: Hashable, value: Head | PackageView) -> bool:
+        """Whether no batch from generation ``kept`` to ``now`` touched what ``value`` needs."""
+        key = (kept, now)
+        with self._lock:
+            known = key in self._changes
+            changes = self._changes.get(key)
+        if not known:  # one query for every plan kept at the same generation
+            changes = self._host.reader.changes(str(kept), str(now))
+            with self._lock:
+                if len(self._changes) >= CHANGES_KEPT:
+                    self._changes.clear()
+                self._changes[key] = changes
+        return changes is not None and not changes.touches(value.depends)
 
     def _generation(self) -> str | None:
         return self._host.generation()
 
     def _build(self, uid: str) -> PackageView:
+        reader = self._host.reader
         try:
-            pkg = graph.package(self._host.reader, uid)
+            with reader.recording() as recorded:
+                pkg = graph.package(reader, uid)
         except UnknownUidError as exc:
             raise NotFound(uid) from exc
         folders: dict[str, dict[str, InstanceRow]] = {}
@@ -100,4 +128,5 @@ class Packages:
                 name = member_name(m.instance)
                 if name is not None:
                     entries.setdefault(name, m.instance)
-        return PackageView(folders, format_missing(pkg.missing), format_manifest(pkg), pkg)
+        manifest = format_manifest(pkg)
+        return PackageView(folders, format_missing(pkg.missing), manifest, pkg, recorded.depends)

@@ -21,8 +21,9 @@ import pytest
 from fuse_helpers import Mount, public_dir, require_fuse, tmpfs
 
 from dicomfs.dicom.records import is_safe_uid
-from dicomfs.fuse.fsinfo import ROOT_INO, child_path, inode_of, parent_path, space
+from dicomfs.fuse.fsinfo import ROOT_INO, child_path, file_inode, inode_of, parent_path, space
 from dicomfs.index import IndexReader
+from dicomfs.view.names import named, synthetic_name
 from dicomfs.view.nodes import DirNode
 from dicomfs.view.tree import View
 
@@ -168,6 +169,19 @@ def demo_copy(demo_set, build_index) -> Iterator[tuple[Path, Path]]:  # type: ig
     shutil.rmtree(base, ignore_errors=True)
 
 
+def _expected_inodes(index: Path, rels: Iterator[str] | list[str]) -> dict[str, int]:
+    """rel path -> its number: by-sop/ files by the index's id of their file, the rest by path."""
+    reader = IndexReader(index)
+    try:
+        by_sop = {}
+        for inst in reader.all_instances():
+            name = f"{inst.sop_uid}.dcm" if named(inst) else synthetic_name(inst.sop_uid)
+            by_sop[f"by-sop/{name}"] = inst.file.file_id
+    finally:
+        reader.close()
+    return {rel: file_inode(by_sop[rel]) if rel in by_sop else inode_of(f"/{rel}") for rel in rels}
+
+
 @contextlib.contextmanager
 def mount_of(index: Path, sources: Sequence[Path] = (), **kwargs: object) -> Iterator[Path]:
     mountpoint = public_dir("dicomfs-fs-smb-mnt-")
@@ -195,8 +209,10 @@ def test_inodes_match_between_listing_and_stat_and_survive_remounts(
     with mount_of(index) as again:  # a remount
         three = _walk_inodes(again)
     assert len(one) > 100
+    expected = _expected_inodes(index, list(one))
+    assert sum(rel.startswith("by-sop/") for rel in one) > 10
     for rel, (listed, statted) in one.items():
-        assert listed == statted == inode_of(f"/{rel}"), rel
+        assert listed == statted == expected[rel], rel
     assert one == two == three
     assert len({ino for ino, _ in one.values()}) == len(one)
 
@@ -207,7 +223,8 @@ def test_symlink_mode_keeps_the_same_numbers(demo_copy: tuple[Path, Path]) -> No
     _, index = demo_copy
     with mount_of(index, symlinks=True) as mnt:
         links = _walk_inodes(mnt)
-    assert all(listed == statted == inode_of(f"/{rel}") for rel, (listed, statted) in links.items())
+    expected = _expected_inodes(index, list(links))
+    assert all(listed == statted == expected[rel] for rel, (listed, statted) in links.items())
 
 
 # -- free space -----------------------------------------------------------------------------------

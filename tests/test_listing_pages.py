@@ -19,13 +19,16 @@ from pathlib import Path
 
 import pytest
 from fuse_helpers import mounted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dicomfs.dicom.records import FileResult, FileStat, Instance
+from dicomfs.dicom.records import FileResult, FileStat, Instance, is_safe_uid
 from dicomfs.fuse.fs import DicomFS
 from dicomfs.fuse.fsinfo import child_path, inode_of, inodes_of
 from dicomfs.fuse.listing import Listing
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.index.pages import PAGE
+from dicomfs.view.pages import all_safe_uids
 from dicomfs.view.tree import View
 
 ROOT = "1.2.826.0.1.3680043.8.498.77"
@@ -182,3 +185,30 @@ def test_inode_numbers_of_a_page_are_those_of_single_paths() -> None:
         assert inodes_of(parent, names) == [
             inode_of(child_path(parent, name.decode())) for name in names
         ]
+
+
+_UID_BYTES = st.lists(st.sampled_from(list(b"0123456789.\n/x")), max_size=70).map(bytes)
+_COMPONENT = st.integers(min_value=1, max_value=10**12).map(str)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(_UID_BYTES, min_size=1, max_size=8), st.lists(st.just(b"1.2.840.10008"), max_size=3)
+)
+def test_a_page_passes_the_quick_check_only_if_every_uid_is_safe(
+    odd: list[bytes], good: list[bytes]
+) -> None:
+    page = [*good, *odd]
+    if all_safe_uids(page):
+        assert all(is_safe_uid(uid.decode()) for uid in page), page
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_COMPONENT, min_size=2, max_size=12), min_size=1, max_size=20))
+def test_a_page_of_safe_uids_passes_the_quick_check(uids: list[list[str]]) -> None:
+    page = [".".join(c).encode()[:64].rstrip(b".") for c in uids]
+    page = [uid for uid in page if is_safe_uid(uid.decode())]
+    zero_free = [uid for uid in page if b".0" not in uid and not uid.startswith(b"0")]
+    assert all_safe_uids(zero_free) is bool(zero_free)
+    assert all_safe_uids([*zero_free, b"1.2.0.3"]) is True  # a component 0 is allowed
+    assert all_safe_uids([*zero_free, b"1.2.03"]) is False  # a leading zero is not

@@ -92,7 +92,15 @@ from dicomfs.fuse.binding import (
     invalidate_path,
 )
 from dicomfs.fuse.caller import Caller, acting_as, groups_of, reveal_for, shown_to
-from dicomfs.fuse.fsinfo import child_path, inode_of, inodes_of, parent_path, space
+from dicomfs.fuse.fsinfo import (
+    child_path,
+    file_inodes,
+    inode_for,
+    inode_of,
+    inodes_of,
+    parent_path,
+    space,
+)
 from dicomfs.fuse.held import LONG_TIMEOUT, Held, Shown, shown
 from dicomfs.fuse.listing import Entry, Listing
 from dicomfs.fuse.opening import Opening
@@ -111,6 +119,12 @@ from dicomfs.view.nodes import (
 from dicomfs.view.tree import View
 
 log = logging.getLogger(__name__)
+
+
+def _inode(path: str, node: Node) -> int:
+    """``fsinfo.inode_for``: by the file's index id under by-sop/, else by the path."""
+    return inode_for(path, node.file_id if isinstance(node, FileNode) else 0)
+
 
 FUSE_MAJOR: int = mfusepy.fuse_version_major
 FUSE_MINOR: int = mfusepy.fuse_version_minor
@@ -231,7 +245,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
             config.negative_timeout = 0.0
             config.kernel_cache = 0
             config.auto_cache = 0
-            config.use_ino = 1  # stable numbers from fsinfo.inode_of
+            config.use_ino = 1  # stable numbers from fsinfo.inode_of and file_inode
             config.direct_io = 0
         if conn is not None:
             # "auto" gives attributes only with the first chunk of a listing;
@@ -297,7 +311,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
     def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
         node = self.opening.attributes_of(path, self._shown(self.opening.lookup(path)))
         self.held.tell(path, shown(node))
-        return attributes(node, self.symlinks, inode_of(path))
+        return attributes(node, self.symlinks, _inode(path, node))
 
     @_guard
     def opendir(self, path: str) -> int:
@@ -335,8 +349,10 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
         here = mfusepy.c_stat(st_mode=stat.S_IFDIR, st_ino=inode_of(path))
         up = mfusepy.c_stat(st_mode=stat.S_IFDIR, st_ino=inode_of(parent_path(path)))
         yield [(b".", here), (b"..", up)]
-        for page in names or ():  # by-sop/ and the like: names and inode numbers only
-            yield list(zip(page, inodes_of(path, page), strict=True))
+        by_sop = path.rstrip("/") == "/by-sop"
+        for page, ids in names or ():  # by-sop/ and the like: names and inode numbers only
+            inodes = file_inodes(ids) if by_sop else inodes_of(path, page)
+            yield list(zip(page, inodes, strict=True))
         symlinks, attributes_of = self.symlinks, self.opening.attributes_of
         for nodes in entries:
             told = []
@@ -345,7 +361,7 @@ class DicomFS(mfusepy.Operations):  # type: ignore[misc]
                 told.append((child, name, attributes_of(child, node)))
             self.held.tell_all([(child, shown(node)) for child, _, node in told])
             yield [
-                (name.encode(), c_stat(node, symlinks, inode_of(child)))
+                (name.encode(), c_stat(node, symlinks, _inode(child, node)))
                 for child, name, node in told
             ]
 

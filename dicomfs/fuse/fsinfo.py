@@ -28,8 +28,10 @@ is bounded because the mount is read-only: files have one link, so
 two read-only opens sharing one Samba share-mode record are compatible
 (the example share turns oplocks and leases off). The numbers 0, 1 and
 libfuse's FUSE_UNKNOWN_INO (0xffffffff) are never produced for a path
-other than the root. ``tests/test_fs_for_smb.py`` checks that the demo and
-real data sets have no collision at all.
+other than the root. Numbers of ``by-sop/`` files lie in one 256th of the
+range; a path's number falls on one of ``f`` file numbers with a chance of
+``n * f / 2**63``: 1e-5 at ten million each. ``tests/test_fs_for_smb.py``
+checks that the demo and real data sets have no collision at all.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 ROOT_INO = 1
 _UNKNOWN_INO = 0xFFFFFFFF  # libfuse: "ignore this inode number" in listings
 _RESERVED = frozenset({0, ROOT_INO, _UNKNOWN_INO})
+_FILE_INODES = 0x5A << 55  # by-sop files: this prefix or'ed with the file id
+_FILE_ID_MASK = (1 << 55) - 1  # SQLite's row ids count up from 1: never reached
 NAME_MAX = 255
 
 
@@ -56,6 +60,30 @@ def inode_of(path: str) -> int:
     if ino in _RESERVED:
         ino ^= 1 << 62
     return ino
+
+
+def file_inode(file_id: int) -> int:
+    """The inode number of ``by-sop/<name>``: from the index's id of its file, no hash.
+
+    A listing of ``by-sop/`` names every file of the archive; a hash per
+    name was a fifth of its cost at a million (BENCHMARKS.md, scale). The
+    id is stable while the index is, and a file that replaces another under
+    the same name (a promoted copy) gets its own number, as on a disk.
+    """
+    return _FILE_INODES | (file_id & _FILE_ID_MASK)
+
+
+def file_inodes(file_ids: Iterable[int]) -> list[int]:
+    """``file_inode`` of a page of ids, without a call per id."""
+    base, mask = _FILE_INODES, _FILE_ID_MASK
+    return [base | (i & mask) for i in file_ids]
+
+
+def inode_for(path: str, file_id: int) -> int:
+    """The inode number of the mount path ``path`` showing the source file ``file_id`` (0: none)."""
+    if file_id and parent_path(path) == "/by-sop":
+        return file_inode(file_id)
+    return inode_of(path)
 
 
 def child_path(parent: str, name: str) -> str:

@@ -90,20 +90,21 @@ def uid_page(
     ]
 
 
-def sop_uid_page(reader: IndexReader, after: bytes | None = None, limit: int = PAGE) -> list[bytes]:
-    """SOP Instance UIDs of serving instances after ``after``, as bytes: names only.
+def sop_uid_page(
+    reader: IndexReader, after: bytes | None = None, limit: int = PAGE
+) -> list[tuple[bytes, int]]:
+    """(SOP Instance UID as bytes, file id) of serving instances after ``after``.
 
     What a plain listing of ``by-sop/`` or ``objects/`` needs, read in the
     order of the ``instances_serving`` index with no join (SQLite 3.40 still
     reads each row: it does not take a partial index as covering), as the
-    bytes the kernel is handed: a page of a ten-million-entry listing.
+    bytes the kernel is handed: a page of a ten-million-entry listing. The
+    file id (the row id: read for free) numbers a ``by-sop/`` entry
+    (``fuse.fsinfo.file_inode``).
     """
     where, params = ("", ()) if after is None else (" AND sop_uid > CAST(? AS TEXT)", (after,))
-    return [
-        row[0]
-        for row in reader.rows(
-            f"SELECT CAST(sop_uid AS BLOB) FROM instances WHERE serving = 1{where} "
-            "ORDER BY sop_uid LIMIT ?",
-            (*params, limit),
-        )
-    ]
+    return reader.rows(
+        f"SELECT CAST(sop_uid AS BLOB), file_id FROM instances WHERE serving = 1{where} "
+        "ORDER BY sop_uid LIMIT ?",
+        (*params, limit),
+    )

@@ -101,6 +101,9 @@ class FileNode:
     # Generated content made only when read: a plan's manifest.json is
     # listed with its size (kept per index generation), made when opened.
     make: Callable[[], bytes] | None = field(default=None, compare=False)
+    # The index's id of the source file (0: generated): what numbers a by-sop/
+    # entry for the kernel and Samba without hashing its path (fuse.fsinfo).
+    file_id: int = field(default=0, compare=False)
 
     @property
     def generated(self) -> bool:

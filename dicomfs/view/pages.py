@@ -17,8 +17,7 @@ Every other folder is bounded by one study, series or plan and comes whole
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol
 
 from dicomfs.dicom.records import UID_MAX_LENGTH, is_safe_uid
@@ -29,9 +28,9 @@ from dicomfs.view.nodes import DirNode, FileNode, Node
 
 Entries = list[tuple[str, Node]]
 STREAMED = (("by-sop",), ("objects",), ("by-series",), ("by-study",))
-# records.UID_PATTERN for a whole page of UIDs joined by newlines: one match per
-# page instead of one per name, which is most of a names-only listing's cost.
-_SAFE_PAGE = re.compile(rb"(?:(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*\n)*")
+# (names, file id of each name): a page of a names-only listing; no ids for
+# folders named by a series or study UID.
+NamePage = tuple[list[bytes], Sequence[int]]
 
 
 class Host(Protocol):
@@ -64,16 +63,22 @@ def pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[Entries]:
                 for name in (_sop_name(row.sop_uid, named(row)),)
             ]
     else:  # folders named by a UID alone
-        for names in name_pages(host, parts, limit):
+        for names, _ in name_pages(host, parts, limit):
             yield [(uid, host.make_dir(uid)) for uid in (name.decode() for name in names)]
 
 
-def name_pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[list[bytes]]:
+def name_pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[NamePage]:
     """Names only of the streamed folder at ``parts``, a page at a time, as bytes.
 
     A listing of ``by-sop/`` at ten million entries is one query without a
-    join per page and a few Python operations per name, nothing more: each file's
-    attributes are looked up only when asked for (``ls -l``).
+    join per page and a few Python operations per name, nothing more: each
+    file's attributes are looked up only when asked for (``ls -l``). Each
+    page comes with the file id of each name under ``by-sop/`` and
+    ``objects/`` (none for ``by-series/`` and ``by-study/``).
+
+    A page whose UIDs all pass ``is_safe_uid`` (``all_safe_uids``: a few scans
+    of the joined page) is handed on as it is; any other is checked name
+    by name.
     """
     top = parts[0]
     if top not in ("by-sop", "objects"):
@@ -82,29 +87,56 @@ def name_pages(host: Host, parts: list[str], limit: int = PAGE) -> Iterator[list
         )
         after: str | None = None
         while uids := uid_page(host.reader, column, after, limit):
-            yield [u.encode() for u in uids if is_safe_uid(u)]
+            yield [u.encode() for u in uids if is_safe_uid(u)], ()
             after = uids[-1]
         return
     last: bytes | None = None
-    while raw := sop_uid_page(host.reader, last, limit):
-        if _all_safe(raw):
-            yield [uid + b".dcm" for uid in raw] if top == "by-sop" else raw
+    while rows := sop_uid_page(host.reader, last, limit):
+        raw, ids = zip(*rows, strict=True)
+        if all_safe_uids(raw):
+            yield ([uid + b".dcm" for uid in raw] if top == "by-sop" else list(raw)), ids
         else:
-            uids = [uid.decode("utf-8", "surrogateescape") for uid in raw]
-            named_only = [u for u in uids if is_safe_uid(u)]
-            names = named_only if top == "objects" else [_sop_name(u, True) for u in uids]
-            yield [name.encode("utf-8", "surrogateescape") for name in names]
+            yield _checked_page(top, rows)
         last = raw[-1]
 
 
-def _all_safe(uids: list[bytes]) -> bool:
-    """``is_safe_uid`` of every UID, in one match; a UID holding a newline fails the count."""
-    joined = b"\n".join(uids) + b"\n"
+def all_safe_uids(uids: Sequence[bytes]) -> bool:
+    """``is_safe_uid`` of every UID of a page, without a regular expression per name.
+
+    Joined by newlines, the page may hold digits, dots and newlines only,
+    one newline per UID, no empty component (``..``, a dot beside a
+    newline) and no leading zero: every ".0" and "\\n0" must end its
+    component (counted; overlapping zeros such as ".0.0" make the counts
+    differ, and the page is checked name by name instead: slower, never
+    wrong). The regular expression per page cost 0.6 us per name.
+    """
+    joined = b"\n" + b"\n".join(uids) + b"\n"
+    zeros = joined.count(b".0") + joined.count(b"\n0")
+    ended = sum(joined.count(z) for z in (b".0.", b".0\n", b"\n0.", b"\n0\n"))
     return (
-        max(map(len, uids), default=1) <= UID_MAX_LENGTH
-        and joined.count(b"\n") == len(uids)
-        and _SAFE_PAGE.fullmatch(joined) is not None
+        bool(uids)
+        and not joined.translate(None, b"0123456789.\n")
+        and joined.count(b"\n") == len(uids) + 1
+        and b"\n\n" not in joined
+        and b".." not in joined
+        and b".\n" not in joined
+        and b"\n." not in joined
+        and zeros == ended
+        and max(map(len, uids)) <= UID_MAX_LENGTH
     )
+
+
+def _checked_page(top: str, rows: list[tuple[bytes, int]]) -> NamePage:
+    """A page holding a UID that may not be a name: synthetic in by-sop, left out of objects."""
+    names, ids = [], []
+    for raw, file_id in rows:
+        uid = raw.decode("utf-8", "surrogateescape")
+        safe = is_safe_uid(uid)
+        if top == "by-sop" or safe:
+            name = _sop_name(uid, safe) if top == "by-sop" else uid
+            names.append(name.encode("utf-8", "surrogateescape"))
+            ids.append(file_id)
+    return names, ids
 
 
 def find_synthetic(host: Host, name: str) -> FileNode | None:

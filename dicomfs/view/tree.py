@@ -60,7 +60,7 @@ from dicomfs.view.nodes import (
     open_source,
 )
 from dicomfs.view.packages import Packages
-from dicomfs.view.pages import Entries, find_synthetic, name_pages, pages, streamed
+from dicomfs.view.pages import Entries, NamePage, find_synthetic, name_pages, pages, streamed
 from dicomfs.view.paths import NAMES, split_path, uid_of
 from dicomfs.view.patients import PatientsTree
 from dicomfs.view.plan_table import PlanLine, format_tsv, plan_lines, renderer
@@ -183,7 +183,7 @@ class View:
         key = ("list", *parts)
         return iter([self._cache.get(key, lambda: sorted(self._list(parts), key=lambda e: e[0]))])
 
-    def name_pages(self, path: str) -> Iterator[list[bytes]] | None:
+    def name_pages(self, path: str) -> Iterator[NamePage] | None:
         """Only the names of a folder that grows with the archive, a page at a time; else None.
 
         For listings without attributes (``fuse.fs``): see ``view.pages``.
@@ -266,7 +266,7 @@ class View:
         prefix = self._prefixes.of(self.reader, inst) if self.part10 else b""
         return FileNode(
             name, f.path, len(prefix) + f.size, f.mtime_ns, f.uid, f.gid, mode, f.inode, f.dev,
-            indexed_at=f.indexed_at, ctime_ns=f.ctime_ns, prefix=prefix,
+            indexed_at=f.indexed_at, ctime_ns=f.ctime_ns, prefix=prefix, file_id=f.file_id,
         )  # fmt: skip
 
     def _rows(self, series_uid: str) -> list[InstanceRow] | list[ListingRow]:

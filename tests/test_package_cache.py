@@ -22,7 +22,7 @@ from fuse_helpers import Corpus, build_corpus, write_index
 from dicomfs.dicom.records import FileResult, Instance
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.index.schema import GENERATION
-from dicomfs.view.nodes import FileNode
+from dicomfs.view.nodes import FileNode, NotFound
 from dicomfs.view.tree import View
 
 HOUR = 3600.0  # the TTL caches never expire during a test: only the index can
@@ -110,18 +110,22 @@ def _copy_as(corpus: Corpus, tmp_path: Path, uid: str, **fields: str) -> FileRes
     return FileResult(stat, dataclasses.replace(original.result, **fields))
 
 
+def _unrelated(corpus: Corpus, tmp_path: Path, uid: str) -> FileResult:
+    """An image of another patient: a copy of the MR with UIDs of its own."""
+    return _copy_as(
+        corpus, tmp_path, corpus.mr,
+        sop_instance_uid=uid, series_uid=f"{uid}.2", study_uid=f"{uid}.3",
+        frame_of_reference_uid=f"{uid}.4", patient_id="OTHER",
+    )  # fmt: skip
+
+
 def test_a_package_stays_across_batches_that_touch_nothing_it_was_computed_from(
     view: View, corpus: Corpus, tmp_path: Path
 ) -> None:
     """A receiver's batch of another patient keeps every plan's package (``index.changes``)."""
     kept, head = view._packages.view(corpus.plan), view._packages.head(corpus.plan)
     before = view.reader.meta(GENERATION)
-    other = _copy_as(
-        corpus, tmp_path, corpus.mr,
-        sop_instance_uid="2.25.101", series_uid="2.25.102", study_uid="2.25.103",
-        frame_of_reference_uid="2.25.104", patient_id="OTHER",
-    )  # fmt: skip
-    _write(view, [other])
+    _write(view, [_unrelated(corpus, tmp_path, "2.25.101")])
     assert view.reader.meta(GENERATION) != before
     assert view._packages.view(corpus.plan) is kept
     assert view._packages.head(corpus.plan) is head
@@ -156,3 +160,20 @@ def test_a_package_is_made_again_when_the_log_cannot_tell(
     conn.commit()
     conn.close()
     assert view._packages.view(corpus.plan) is not kept
+
+
+def test_a_plan_folder_listing_is_kept_with_its_package(
+    view: View, corpus: Corpus, tmp_path: Path
+) -> None:
+    """Listed again after the view's TTL, a plan folder is not made again (find MNT/plans)."""
+    folder = f"plans/{corpus.plan}"
+    first = next(view.pages(folder))
+    view._cache._data.clear()  # the TTL passed
+    assert next(view.pages(folder)) is first
+    _write(view, [_unrelated(corpus, tmp_path, "2.25.401")])
+    assert next(view.pages(folder)) is first  # a batch of another patient
+    _write(view, [_copy_as(corpus, tmp_path, corpus.mr, sop_instance_uid="2.25.402")])
+    assert next(view.pages(folder)) is not first  # an image on the frame of the plan's anatomy
+    _write(view, [], removed=(corpus.files[corpus.plan],))  # the plan itself goes
+    with pytest.raises(NotFound):
+        view.pages(folder)

@@ -25,9 +25,10 @@ made again only when a file of it is read. An index without a generation
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from array import array
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from dicomfs.errors import UnknownUidError
 from dicomfs.index import Changes, Depends, IndexReader, InstanceRow, graph
@@ -36,8 +37,10 @@ from dicomfs.view.names import member_name
 from dicomfs.view.nodes import NotFound
 from dicomfs.view.report import PLAN_FOLDERS, format_manifest, format_missing
 
+_E = TypeVar("_E")
 PACKAGES_KEPT = 64
 HEADS_KEPT = 20_000  # about 3 KB each with what the package depends on
+LISTINGS_KEPT = 4096  # plan folders' listings: a few KB each
 CHANGES_KEPT = 16  # (from, to) generation pairs whose changes are at hand
 
 
@@ -56,6 +59,14 @@ class PackageView:
     missing_txt: bytes
     manifest_json: bytes
     package: graph.Package  # to render manifest.json for one reader
+    depends: Depends | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listed(Generic[_E]):
+    """A plan folder's listing, kept as long as the package it shows."""
+
+    entries: _E
     depends: Depends | None
 
 
@@ -78,6 +89,7 @@ class Packages:
         self._host = host
         self._views = VersionedCache(PACKAGES_KEPT)
         self._heads = VersionedCache(HEADS_KEPT)
+        self._listings = VersionedCache(LISTINGS_KEPT)
         self._lock = threading.Lock()
         self._changes: dict[tuple[Hashable, Hashable], Changes | None] = {}
 
@@ -95,7 +107,30 @@ class Packages:
 
         return self._heads.get(uid, self._generation(), build, still=self._still)
 
-    def _still(self, kept: Hashable, now: Hashable, value: Head | PackageView) -> bool:
+    def listing(self, uid: str, rest: tuple[str, ...], compute: Callable[[], _E]) -> _E:
+        """The listing of ``plans/<uid>/<rest>`` made by ``compute``, kept with the package.
+
+        ``find MNT/plans -maxdepth 2`` lists every plan folder; made again
+        each time (the view's TTL is a second), that was a third of the
+        daemon's time per folder. What it shows comes from the index alone:
+        the plan's row and its package, so it is kept until a batch touches
+        what either was computed from.
+        """
+
+        def build() -> Listed[_E]:
+            with self._host.reader.recording() as recorded:
+                entries = compute()
+            return Listed(entries, _union(recorded.depends, self.head(uid).depends))
+
+        generation = self._generation()
+        if generation is None:
+            return compute()
+        kept = self._listings.get((uid, *rest), generation, build, still=self._still)
+        return kept.entries
+
+    def _still(
+        self, kept: Hashable, now: Hashable, value: Head | PackageView | Listed[Any]
+    ) -> bool:
         """Whether no batch from generation ``kept`` to ``now`` touched what ``value`` needs."""
         key = (kept, now)
         with self._lock:
@@ -130,3 +165,9 @@ class Packages:
                     entries.setdefault(name, m.instance)
         manifest = format_manifest(pkg)
         return PackageView(folders, format_missing(pkg.missing), manifest, pkg, recorded.depends)
+
+
+def _union(one: Depends | None, other: Depends | None) -> Depends | None:
+    if one is None or other is None:
+        return None
+    return array("q", sorted(set(one) | set(other)))

@@ -170,18 +170,22 @@ class View:
     def pages(self, path: str) -> Iterator[Entries]:
         """The entries of the folder at ``path`` in pages (``view.pages``); NotFound at once.
 
-        A folder bounded by one study, series or plan is one page, sorted by
-        name and cached for the TTL; the folders that grow with the archive
-        come a page per query, in key order.
+        A folder bounded by one study, series or plan is one page, sorted by name and
+        cached for the TTL (a plan's as long as its package); the folders that grow
+        with the archive come a page per query, in key order.
         """
         parts = split_path(path)
-        node = self.lookup(path)
-        if isinstance(node, FileNode):
+        if isinstance(self.lookup(path), FileNode):
             raise NotADirectory("not a folder")
         if streamed(parts):
             return pages(self, parts)
-        key = ("list", *parts)
-        return iter([self._cache.get(key, lambda: sorted(self._list(parts), key=lambda e: e[0]))])
+
+        def listing() -> Entries:
+            return sorted(self._list(parts), key=lambda e: e[0])
+
+        if len(parts) > 1 and parts[0] == "plans":  # kept with the package (view.packages)
+            return iter([self._packages.listing(parts[1], tuple(parts[2:]), listing)])
+        return iter([self._cache.get(("list", *parts), listing)])
 
     def name_pages(self, path: str) -> Iterator[NamePage] | None:
         """Only the names of a folder that grows with the archive, a page at a time; else None.

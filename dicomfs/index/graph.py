@@ -296,7 +296,7 @@ class _Builder:
         frames.discard("")
         if not frames:
             return
-        for reg in self.reader.registrations():
+        for reg in self.reader.registrations(frames):
             edges = [row.edge for row in self.reader.forward_edges(reg.sop_uid)]
             named = {reg.for_uid} | {
                 e.target_uid for e in edges if e.level is Level.FRAME_OF_REFERENCE

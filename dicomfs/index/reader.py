@@ -330,9 +330,23 @@ class IndexReader:
             f"i.sop_class IN ({','.join('?' * len(PLAN_CLASSES))})", PLAN_CLASSES
         )
 
-    def registrations(self) -> list[InstanceRow]:
+    def registrations(self, frames: Iterable[str]) -> list[InstanceRow]:
+        """Registrations in one of ``frames`` or naming one (by their own references).
+
+        Asked per plan package: by frame, through the ``instances_for`` and
+        ``edges_target`` indexes, never a walk over every registration of
+        the archive.
+        """
+        uids = sorted(set(frames) - {""})
+        if not uids:
+            return []
+        classes = ",".join("?" * len(REGISTRATION_CLASSES))
+        marks = ",".join("?" * len(uids))
         return self._instances_where(
-            f"i.sop_class IN ({','.join('?' * len(REGISTRATION_CLASSES))})", REGISTRATION_CLASSES
+            f"i.sop_class IN ({classes}) AND (i.for_uid IN ({marks}) OR i.file_id IN ("
+            f"SELECT e.file_id FROM edges e WHERE e.target_uid IN ({marks}) "
+            "AND e.level = 'frame_of_reference'))",
+            (*REGISTRATION_CLASSES, *uids, *uids),
         )
 
     def study_series_uids(self, study_uid: str) -> list[str]:

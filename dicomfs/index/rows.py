@@ -173,6 +173,9 @@ EDGE_COLUMNS = (
 )
 
 
+_EMPTY: tuple[Any, ...] = ()
+
+
 def decode_path(raw: bytes | str) -> str:
     """Paths are stored as ``os.fsencode`` bytes so that non-UTF-8 names round-trip."""
     return os.fsdecode(raw)
@@ -211,14 +214,17 @@ def instance_row(row: Sequence[Any]) -> InstanceRow:
         instance_number=row[10],
         plan_intent=row[11],
         uid_safe=bool(row[12]),
-        flags=tuple(json.loads(row[13])),
+        flags=_EMPTY if row[13] == "[]" else tuple(json.loads(row[13])),
         file=file_row(row, 14),
     )
 
 
 def edge_row(row: Sequence[Any]) -> EdgeRow:
     """A result of ``EDGE_COLUMNS``; qualifiers are stored as JSON pairs."""
-    qualifiers = tuple((str(k), str(v)) for k, v in json.loads(row[6]))
+    # Most rows hold none: "[]" costs no JSON decoding (a plan package reads hundreds).
+    qualifiers = (
+        _EMPTY if row[6] == "[]" else tuple((str(k), str(v)) for k, v in json.loads(row[6]))
+    )
     return EdgeRow(
         src_uid=row[0],
         edge=Edge(

@@ -232,12 +232,8 @@ class IndexReader:
 
     @contextlib.contextmanager
     def recording(self) -> Iterator[Recorded]:
-        """Collect what the queries made meanwhile depend on (``index.changes``).
-
-        Every lookup selects rows by UIDs given as parameters; their hashes
-        are collected in ``Recorded.depends``. A query with no text
-        parameter could depend on any row: ``depends`` is then None.
-        """
+        """Collect what the queries made meanwhile depend on: their UID parameters
+        (``index.changes``; a query without one could depend on any row)."""
         outer, self._recorded = self._recorded, Recorded(set())
         try:
             yield self._recorded
@@ -248,10 +244,9 @@ class IndexReader:
 
     def changes(self, old: str, new: str) -> Changes | None:
         """What the batches from generation ``old`` to ``new`` touched; None: not known."""
-        try:
-            first, last = int(old), int(new)
-        except ValueError:
+        if not (old.isdecimal() and new.isdecimal()):
             return None
+        first, last = int(old), int(new)
         rows = self._conn.execute(
             "SELECT generation, previous, uids FROM changes "
             "WHERE generation > ? AND generation <= ? ORDER BY generation",
@@ -331,12 +326,8 @@ class IndexReader:
         )
 
     def registrations(self, frames: Iterable[str]) -> list[InstanceRow]:
-        """Registrations in one of ``frames`` or naming one (by their own references).
-
-        Asked per plan package: by frame, through the ``instances_for`` and
-        ``edges_target`` indexes, never a walk over every registration of
-        the archive.
-        """
+        """Registrations in one of ``frames`` or naming one: per package, through the
+        ``instances_for`` and ``edges_target`` indexes, not every registration."""
         uids = sorted(set(frames) - {""})
         if not uids:
             return []

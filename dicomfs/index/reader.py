@@ -401,14 +401,16 @@ class IndexReader:
         return _change_key(rows[0]) if rows else None
 
     def file_keys_under(self, prefix: str, *, page: int = 1000) -> Iterator[tuple[str, ChangeKey]]:
-        """(path, change key) of every file whose path starts with ``prefix``, in path order.
+        """(path, change key) of every file whose path starts with ``prefix``, in path order."""
+        for raw, key in self.raw_file_keys_under(prefix, page):
+            yield decode_path(raw), key
 
-        The order is that of the stored bytes (``os.fsencode``, compared as
-        memcmp), so a walk sorted the same way can be merged with it. Read in
-        pages by path range: memory holds one page, and each page is one
-        statement, so no read transaction outlives it (reliability.md E5) and
-        the caller may write between pages.
-        """
+    def raw_file_keys_under(
+        self, prefix: str, page: int = 1000
+    ) -> Iterator[tuple[bytes, ChangeKey]]:
+        """``file_keys_under`` with paths as stored (``os.fsencode``), in their memcmp order, so
+        a walk sorted alike merges with it undecoded. A statement per page by path range:
+        no read transaction outlives one (reliability.md E5); the caller may write between."""
         low = os.fsencode(prefix)
         high = _bytes_after_prefix(low)
         upper, bound = ("", ()) if high is None else (" AND path < ?", (high,))
@@ -419,7 +421,7 @@ class IndexReader:
         sql = first
         while rows := self.rows(sql, (low, *bound, page)):
             for row in rows:
-                yield decode_path(row[0]), _change_key(row[1:])
+                yield row[0], _change_key(row[1:])
             low, sql = bytes(rows[-1][0]), after
 
     def file_state(self, path: str) -> str | None:

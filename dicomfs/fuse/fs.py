@@ -121,11 +121,6 @@ from dicomfs.view.tree import View
 log = logging.getLogger(__name__)
 
 
-def _inode(path: str, node: Node) -> int:
-    """``fsinfo.inode_for``: by the file's index id under by-sop/, else by the path."""
-    return inode_for(path, node.file_id if isinstance(node, FileNode) else 0)
-
-
 FUSE_MAJOR: int = mfusepy.fuse_version_major
 FUSE_MINOR: int = mfusepy.fuse_version_minor
 # Entries and attributes of a shared mount (allow_other); a private one keeps
@@ -138,6 +133,12 @@ _MAX_READAHEAD = 1 << 20
 
 _WRITE_FLAGS = os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _EARLY_READ = 1 << 20
+
+
+def _inode(path: str, node: Node) -> int:
+    """``fsinfo.inode_for``: by the file's index id under by-sop/, else by the path."""
+    return inode_for(path, node.file_id if isinstance(node, FileNode) else 0)
+
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

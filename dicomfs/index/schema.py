@@ -41,12 +41,11 @@ Tables (schema version in ``meta``):
 
 Upgrades: 1 -> 2 adds the inode change time; 2 -> 3 adds ``details``;
 3 -> 4 drops the index of every copy's UID for one of the later copies only;
-4 -> 5 adds ``changes``. The
-details of an indexed file can only be had by reading it again, so the
-upgrade clears every stored change key (the next scan re-parses each file
-once, with its progress bar) and sets ``details_pending`` until that scan
-completes: the human tree answers "rebuilding" meanwhile instead of
-showing placeholders where names will be.
+4 -> 5 adds ``changes``, empty. The details of an indexed file can only be
+had by reading it again, so the 2 -> 3 upgrade clears every stored change
+key (the next scan re-parses each file once, with its progress bar) and
+sets ``details_pending`` until that scan completes: the human tree answers
+"rebuilding" meanwhile instead of showing placeholders where names will be.
 """
 
 from __future__ import annotations

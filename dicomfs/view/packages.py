@@ -17,8 +17,8 @@ computed again, as before.
 Two sizes of memory: whole packages (member rows, manifest bytes: up to a
 few hundred KB each) are kept for the last ``PACKAGES_KEPT`` plans; the
 sizes of their generated files and what they depend on (``Head``, about
-3 KB) for ``HEADS_KEPT``, so a plan folder is listed without its package, which is
-made again only when a file of it is read. An index without a generation
+3 KB) for ``HEADS_KEPT``, so a plan folder is listed without its package,
+which is made again only when a file of it is read. An index without a generation
 (written by an older dicomfs) keeps packages for the view's TTL only.
 """
 

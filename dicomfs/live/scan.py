@@ -6,11 +6,13 @@ is pure Python, so threads would share one core); vanished files are
 removed. Used by ``dicomfs index`` and by ``serve`` at start, on a timer and
 after a lost event stream.
 
-Memory is bounded by what is to be done, not by the archive (issue 13): the
-walk is compared with the index folder by folder in path order
-(``sources.compare``), and only the paths to parse, record or remove are
-kept. A daemon passes its :class:`ParserPool`, so its parse workers outlive
-one reconcile or one burst.
+Memory is bounded whatever the archive (issue 13): the walk is compared
+with the index folder by folder in path order (``sources.compare``), and
+only the paths to parse or remove are kept, in spools that go to disk
+beside the index past 100,000 rows (``spool.Spool``: a first index of ten
+million files held 2.7 GB in a list); they are parsed in windows, so the
+executor never holds them all either. A daemon passes its
+:class:`ParserPool`, so its parse workers outlive one reconcile or one burst.
 
 Safety rules (reliability.md A7, A8, A11):
 - entries are looked at with ``lstat`` only: symlinks, FIFOs, sockets and
@@ -49,19 +51,21 @@ from dicomfs.index.schema import DETAILS_PENDING
 from dicomfs.live.sources import (
     IGNORED_SUFFIXES,
     SPECIAL_KINDS,
-    UNCHANGED,
+    Tally,
     compare,
     is_ignored_name,
     is_special,
     is_under,
     walk_sorted,
 )
+from dicomfs.live.spool import Spool, chunks
 from dicomfs.live.workers import die_with_parent
 
 __all__ = [
     "IGNORED_SUFFIXES",
     "MASS_LOSS_FRACTION",
     "MASS_LOSS_MIN_FILES",
+    "PARSE_WINDOW",
     "POOL_THRESHOLD",
     "SYMLINK_REASON",
     "ParserPool",
@@ -90,6 +94,10 @@ POOL_THRESHOLD = 64
 # (and at least MASS_LOSS_MIN_FILES) keeps them and raises an alarm instead.
 MASS_LOSS_FRACTION = 0.5
 MASS_LOSS_MIN_FILES = 20
+# Paths handed to the parse workers at a time: enough that the workers never
+# wait between windows for long (one chunk of 64 files at its end), few
+# enough that the executor's futures stay small.
+PARSE_WINDOW = 10_000
 
 
 SYMLINK_REASON = "symbolic link: not followed (a link could point outside the source)"
@@ -340,66 +348,72 @@ def reconcile(
     started = time.monotonic()
     root_list = normalize_roots(roots)
     report = ScanReport()
-    # Only what differs from the index is kept: (not first, mtime_ns, path)
-    # of each file to parse, the specials to record, the paths gone.
-    changed: list[tuple[bool, int, str]] = []
-    specials: list[FileResult] = []
-    gone: list[str] = []
-    known = 0  # indexed files under the roots
-    for root in root_list:
-        for path, st, key in compare(writer, root, report.unreadable_dirs):
-            known += key is not None
-            if st is None:
-                if not is_under(path, report.unreadable_dirs):
-                    gone.append(path)
-                continue
-            report.seen += 1
-            if st is UNCHANGED or key == st.change_key:
-                continue
-            if is_special(st.mode):
-                specials.append(special_result(st))
-            else:
-                changed.append((path not in first, st.mtime_ns, path))
-    # Oldest first: when two files claim one SOP UID, the copy that arrived
-    # first serves it, as it would have if the daemon had been watching; the
-    # copies that served before a rebuild go before them all.
-    changed.sort()
-    to_parse = [path for _, _, path in changed]
-    del changed
-    report.skipped = report.seen - len(to_parse) - len(specials)
-
-    if gone and len(gone) >= MASS_LOSS_MIN_FILES and len(gone) > MASS_LOSS_FRACTION * known:
-        report.mass_loss_alarm = (
-            f"{len(gone)} of {known} indexed files under {', '.join(root_list)} are gone "
-            "at once; keeping them in the index (is a volume unmounted?)"
-        )
-        log.error("%s", report.mass_loss_alarm)
-        gone = []
-    if not remove_vanished:
-        gone = []
-
-    pending_removals: list[str] = sorted(gone)
-    for start in range(0, len(specials), batch_size):
-        report.add(writer.apply(specials[start : start + batch_size], pending_removals))
-        pending_removals = []
-    batch: list[FileResult] = []
-    done = 0
-    rejected = len(specials)
-    for result in parse_many(to_parse, workers or default_workers(), pool):
-        done += 1
-        if result is None:
-            report.vanished += 1
-        else:
-            batch.append(result)
-            rejected += isinstance(result.result, Rejection)
-        if len(batch) >= batch_size:
-            report.add(writer.apply(batch, pending_removals, digest=file_digest))
-            pending_removals = []
-            batch = []
-        if progress is not None:
-            progress(done, len(to_parse), rejected)
-    if batch or pending_removals:
-        report.add(writer.apply(batch, pending_removals, digest=file_digest))
+    workers = workers or default_workers()
+    # Only what differs from the index is kept, in spools that go to disk past
+    # a bound: (not first, mtime_ns, path) of each file to parse, the paths gone.
+    folder = os.path.dirname(writer.path)
+    with Spool[tuple[bool, int, str]](folder) as changed, Spool[str](folder) as gone:
+        specials: list[FileResult] = []
+        known = 0  # indexed files under the roots that differ; the others are in tally
+        tally = Tally()
+        for root in root_list:
+            for path, st, key in compare(writer, root, report.unreadable_dirs, tally):
+                known += key is not None
+                if st is None:
+                    if not is_under(path, report.unreadable_dirs):
+                        gone.add(path)
+                    continue
+                report.seen += 1
+                if is_special(st.mode):
+                    specials.append(special_result(st))
+                else:
+                    changed.add((path not in first, st.mtime_ns, path))
+        report.seen += tally.unchanged
+        known += tally.unchanged
+        report.skipped = report.seen - len(changed) - len(specials)
+        removals: Iterable[str] = gone
+        if len(gone) >= MASS_LOSS_MIN_FILES and len(gone) > MASS_LOSS_FRACTION * known:
+            report.mass_loss_alarm = (
+                f"{len(gone)} of {known} indexed files under {', '.join(root_list)} are gone "
+                "at once; keeping them in the index (is a volume unmounted?)"
+            )
+            log.error("%s", report.mass_loss_alarm)
+            removals = ()
+        if not remove_vanished:
+            removals = ()
+        for removed in chunks(removals, batch_size):
+            report.add(writer.apply([], removed))
+        for special in chunks(specials, batch_size):
+            report.add(writer.apply(special, []))
+        # Oldest first: when two files claim one SOP UID, the copy that arrived
+        # first serves it, as it would have if the daemon had been watching; the
+        # copies that served before a rebuild go before them all.
+        to_parse = (path for _, _, path in changed)
+        total, done, rejected = len(changed), 0, len(specials)
+        own = pool is None and workers > 1 and total >= POOL_THRESHOLD
+        if own:
+            pool = ParserPool(workers)  # one for all windows, not one per window
+        batch: list[FileResult] = []
+        try:
+            # In windows, so the executor never holds every path to parse at once.
+            for window in chunks(to_parse, PARSE_WINDOW):
+                for result in parse_many(window, workers, pool):
+                    done += 1
+                    if result is None:
+                        report.vanished += 1
+                    else:
+                        batch.append(result)
+                        rejected += isinstance(result.result, Rejection)
+                    if len(batch) >= batch_size:
+                        report.add(writer.apply(batch, [], digest=file_digest))
+                        batch = []
+                    if progress is not None:
+                        progress(done, total, rejected)
+        finally:
+            if own and pool is not None:
+                pool.close()
+        if batch:
+            report.add(writer.apply(batch, [], digest=file_digest))
     report.parsed = done
     writer.set_meta("last_scan", repr(time.time()))
     if writer.meta(DETAILS_PENDING):

@@ -1,0 +1,139 @@
+"""A list too long for memory: rows added in any order, read back sorted (an external sort).
+
+A first index of ten million files has ten million files to parse, and
+``reconcile`` hands them to the parser oldest first (the copy that arrived
+first serves a duplicated UID, reliability.md C2). Held as a Python list,
+that to-do list alone was 2.7 GB at 10M (issue 13). Here at most
+``run_rows`` rows stay in memory; past that each full list is sorted and
+written to a run file, and reading merges the runs (``heapq.merge``), so
+memory holds one block per run, whatever the count.
+
+Run files live in a private folder (mode 0700, removed on ``close``) next to
+the index, not in ``/tmp``: a department's ``/tmp`` may be a RAM disk, and
+the index's folder is where dicomfs is known to have room to write. Rows are
+written with ``marshal``: the files are this process's own, never read from
+elsewhere, and ``marshal`` keeps ``str`` with the surrogate escapes of
+undecodable file names.
+"""
+
+from __future__ import annotations
+
+import heapq
+import marshal
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+__all__ = ["BLOCK_ROWS", "MAX_RUNS", "RUN_ROWS", "Spool", "chunks"]
+
+# Rows in memory before a run is written: about 20 MB of (flag, mtime, path).
+RUN_ROWS = 100_000
+# Rows per marshal record, so a merge holds one block of each run.
+BLOCK_ROWS = 1_000
+# Past this many runs they are merged into one, so open files stay few (at
+# ten million rows there are 100 runs; the merge keeps a billion in reach).
+MAX_RUNS = 64
+
+Row = TypeVar("Row", bound=Any)
+
+
+class Spool(Generic[Row]):
+    """Rows kept in memory up to ``run_rows``, in sorted run files past that."""
+
+    def __init__(
+        self,
+        folder: str,
+        *,
+        run_rows: int | None = None,
+        block_rows: int | None = None,
+        max_runs: int | None = None,
+    ) -> None:
+        self._folder = folder
+        # Read here, not bound as defaults, so a test can make every spool small.
+        self._run_rows = run_rows or RUN_ROWS
+        self._block_rows = block_rows or BLOCK_ROWS
+        self._max_runs = max(2, max_runs or MAX_RUNS)
+        self._rows: list[Row] = []
+        self._runs: list[str] = []
+        self._dir: str | None = None
+        self._written = 0  # run files made, for their names
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __enter__(self) -> Spool[Row]:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def runs(self) -> int:
+        """Run files on disk now (0 while every row fits in memory)."""
+        return len(self._runs)
+
+    def add(self, row: Row) -> None:
+        self._rows.append(row)
+        self.count += 1
+        if len(self._rows) >= self._run_rows:
+            self._rows.sort()
+            self._runs.append(self._write(self._rows))
+            self._rows = []
+            if len(self._runs) >= self._max_runs:
+                merged = self._write(heapq.merge(*map(self._read, self._runs)))
+                self._remove(self._runs)
+                self._runs = [merged]
+
+    def __iter__(self) -> Iterator[Row]:
+        """Every row added, in sorted order; adding more after this is not supported."""
+        self._rows.sort()
+        if not self._runs:
+            return iter(self._rows)
+        return heapq.merge(self._rows, *map(self._read, self._runs))
+
+    def close(self) -> None:
+        self._rows = []
+        self._runs = []
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def _write(self, rows: Iterable[Row]) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix=".dicomfs-sort-", dir=self._folder)
+        path = os.path.join(self._dir, f"run-{self._written}")
+        self._written += 1
+        with open(path, "wb") as handle:
+            for block in chunks(rows, self._block_rows):
+                marshal.dump(block, handle)
+        return path
+
+    @staticmethod
+    def _read(path: str) -> Iterator[Row]:
+        with open(path, "rb") as handle:
+            while True:
+                try:
+                    block = marshal.load(handle)
+                except EOFError:
+                    return
+                yield from block
+
+    @staticmethod
+    def _remove(paths: Iterable[str]) -> None:
+        for path in paths:
+            os.unlink(path)
+
+
+def chunks(items: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    """Lists of ``size`` items in order, the last maybe shorter (3.12's ``itertools.batched``)."""
+    chunk: list[Row] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -19,7 +19,7 @@ import pytest
 from dicomfs.dicom.records import FileStat, stat_change_key
 from dicomfs.index import IndexWriter
 from dicomfs.live.scan import reconcile
-from dicomfs.live.sources import UNCHANGED, compare, walk_sorted
+from dicomfs.live.sources import Tally, compare, walk_sorted
 
 # Relative names of regular files; every folder between them is created.
 FILES = [
@@ -86,16 +86,16 @@ def test_compare_says_what_differs_and_a_rescan_changes_nothing(tmp_path: Path) 
     (root / "b" / "c" / "deep.dcm").unlink()
     (root / "b" / "c" / "new.dcm").write_bytes(b"new")
     (root / "a0").write_bytes(b"changed, longer than before")
-    steps = list(compare(writer, str(root), []))
+    tally = Tally()
+    steps = list(compare(writer, str(root), [], tally))
     differ = {path: (seen is not None, key is not None) for path, seen, key in steps}
     assert [path for path, _, _ in steps] == sorted(differ, key=os.fsencode)
     assert differ[str(root / "b" / "c" / "deep.dcm")] == (False, True)  # gone
     assert differ[str(root / "b" / "c" / "new.dcm")] == (True, False)  # new
     changed = [path for path, seen, _ in steps if isinstance(seen, FileStat)]
     assert changed == [str(root / "a0"), str(root / "b" / "c" / "new.dcm")]
-    # Every other file the walk saw is one the index has, unchanged: no record made for it.
-    unchanged = [path for path, seen, _ in steps if seen is UNCHANGED]
-    assert len(unchanged) == len(expected) - 2
+    # Every other file the walk saw is one the index has, unchanged: counted, not yielded.
+    assert len(steps) == 3 and tally.unchanged == len(expected) - 2
 
     third = reconcile(writer, [root], workers=1)
     assert (third.parsed, third.removed, third.skipped) == (2, 1, len(expected) - 2)

@@ -24,9 +24,9 @@ import pwd
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from dicomfs.dicom.records import EDGES_CAPPED, ChangeKey, change_key
+from dicomfs.dicom.records import EDGES_CAPPED, ChangeKey
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
 from dicomfs.index.changes import Changes, Recorded, between
 from dicomfs.index.rows import (
@@ -159,12 +159,12 @@ def _cannot_open(path: Path, exc: sqlite3.Error) -> str:
     return f"cannot open the index {path} read-only: {exc}"
 
 
-# The columns of ``FileStat.change_key``, in its order (``_change_key`` masks the mode).
-_KEY_COLUMNS = "size, mtime_ns, inode, mode, uid, gid, ctime_ns"
+# ``FileStat.change_key`` as ``change_key`` makes it (mode & 0o7777): a row is the key.
+_KEY_COLUMNS = "size, mtime_ns, inode, mode & 4095, uid, gid, ctime_ns"
 
 
 def _change_key(row: Sequence[Any]) -> ChangeKey:
-    return change_key(*row)
+    return cast(ChangeKey, tuple(row))
 
 
 def _bytes_after_prefix(prefix: bytes) -> bytes | None:
@@ -421,7 +421,7 @@ class IndexReader:
         sql = first
         while rows := self.rows(sql, (low, *bound, page)):
             for row in rows:
-                yield row[0], _change_key(row[1:])
+                yield row[0], row[1:]
             low, sql = bytes(rows[-1][0]), after
 
     def file_state(self, path: str) -> str | None:

@@ -164,18 +164,19 @@ class Looker:
             work.removed.extend(p for p, _ in work.writer.file_keys_under(path + os.sep))
             return
         unreadable: list[str] = []
-        for found, seen, indexed in sources.compare(work.writer, path, unreadable):
+        tally = sources.Tally()
+        for found, seen, indexed in sources.compare(work.writer, path, unreadable, tally):
             if seen is None:
                 if not scan.is_under(found, unreadable):
                     work.removed.append(found)
                 continue
             self.counters.looks += 1
-            if seen is sources.UNCHANGED:
-                self.counters.unchanged += 1
-            elif scan.is_special(seen.mode):
+            if scan.is_special(seen.mode):
                 self._consider_special(seen, indexed, work)
             else:
                 self._consider(found, seen.change_key, indexed, None, work)
+        self.counters.looks += tally.unchanged
+        self.counters.unchanged += tally.unchanged
 
     # -- parse and write -------------------------------------------------------------------
 

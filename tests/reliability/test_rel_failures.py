@@ -458,5 +458,9 @@ def test_readers_never_pin_the_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         writer.close()
     print(f"WAL peak with view readers {bounded / 1e6:.1f} MB, with a pinning reader "
           f"{pinned / 1e6:.1f} MB")  # fmt: skip
-    assert bounded < limit + 2_000_000  # the limit plus one batch
+    # The limit plus a batch or two: when the readers are slow (a loaded host),
+    # the checkpoint's 0.2 s wait can pass before they finish their statement
+    # and the next batch restarts the WAL (seen once: 7.1 MB). Without the
+    # checkpoint it grows with all 20 MB written.
+    assert bounded < 2 * limit
     assert pinned > 3 * limit

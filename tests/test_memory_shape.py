@@ -26,7 +26,7 @@ import pytest
 from dicomfs.index import IndexWriter
 from dicomfs.live import scan, spool
 from dicomfs.live.ingest import Ingest
-from dicomfs.live.scan import reconcile
+from dicomfs.live.scan import ScanReport, reconcile
 
 # Both sizes fill the index's pages of rows (1,000), so only per-file costs differ.
 SMALL = 2500
@@ -71,8 +71,8 @@ def per_extra_file(measure: Callable[[IndexWriter, Path], int], make: Make) -> f
     return (large - small) / (LARGE - SMALL)
 
 
-def rescan_peak(writer: IndexWriter, root: Path) -> int:
-    """The peak of Python memory during a re-scan that finds nothing changed."""
+def reconcile_peak(writer: IndexWriter, root: Path) -> tuple[ScanReport, int]:
+    """A reconcile of ``root``, and the peak of Python memory above where it started."""
     gc.collect()
     tracemalloc.start()
     try:
@@ -81,8 +81,14 @@ def rescan_peak(writer: IndexWriter, root: Path) -> int:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+    return report, peak - base
+
+
+def rescan_peak(writer: IndexWriter, root: Path) -> int:
+    """The peak of Python memory during a re-scan that finds nothing changed."""
+    report, peak = reconcile_peak(writer, root)
     assert report.skipped == report.seen and report.parsed == 0
-    return peak - base
+    return peak
 
 
 def daemon_keeps(writer: IndexWriter, root: Path) -> int:
@@ -124,18 +130,11 @@ def first_index_peak(tmp_path: Path, count: int) -> int:
     root = make_source(tmp_path / f"new{count}", count)
     writer = IndexWriter(tmp_path / f"new{count}.sqlite")
     try:
-        gc.collect()
-        tracemalloc.start()
-        try:
-            base = tracemalloc.get_traced_memory()[0]
-            report = reconcile(writer, [root], workers=1)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        report, peak = reconcile_peak(writer, root)
     finally:
         writer.close()
     assert report.parsed == count == report.rejected
-    return peak - base
+    return peak
 
 
 def test_a_first_index_holds_no_per_file_structure(

@@ -7,9 +7,11 @@ import stat
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dicomfs.errors import IndexUnavailableError
 from dicomfs.live.spool import Spool, chunks
 
 Row = tuple[bool, int, str]
@@ -70,3 +72,11 @@ def test_any_rows_come_back_sorted(added: list[Row], run_rows: int, block_rows: 
 def test_chunks_cover_everything_in_order() -> None:
     assert list(chunks(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(chunks([], 3)) == []
+
+
+def test_a_folder_it_cannot_write_in_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "gone"
+    spool = Spool[str](str(missing), run_rows=1)
+    with pytest.raises(IndexUnavailableError, match=r"beside the index, in .*gone: No such file"):
+        spool.add("a.dcm")
+    spool.close()

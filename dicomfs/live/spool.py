@@ -26,6 +26,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
+from dicomfs.errors import IndexUnavailableError
+
 __all__ = ["BLOCK_ROWS", "MAX_RUNS", "RUN_ROWS", "Spool", "chunks"]
 
 # Rows in memory before a run is written: about 20 MB of (flag, mtime, path).
@@ -102,13 +104,20 @@ class Spool(Generic[Row]):
             self._dir = None
 
     def _write(self, rows: Iterable[Row]) -> str:
-        if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix=".dicomfs-sort-", dir=self._folder)
-        path = os.path.join(self._dir, f"run-{self._written}")
-        self._written += 1
-        with open(path, "wb") as handle:
-            for block in chunks(rows, self._block_rows):
-                marshal.dump(block, handle)
+        try:
+            if self._dir is None:
+                self._dir = tempfile.mkdtemp(prefix=".dicomfs-sort-", dir=self._folder)
+            path = os.path.join(self._dir, f"run-{self._written}")
+            self._written += 1
+            with open(path, "wb") as handle:
+                for block in chunks(rows, self._block_rows):
+                    marshal.dump(block, handle)
+        except OSError as exc:
+            raise IndexUnavailableError(
+                f"cannot write the list of files to index beside the index, in {self._folder}: "
+                f"{exc.strerror} (a first index needs about 100 bytes per file there "
+                "for the time it runs)"
+            ) from exc
         return path
 
     @staticmethod

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from dicomfs.commands.common import SubParsers, add_index_option, add_json_option, index_path
 from dicomfs.errors import EXIT_OK
-from dicomfs.export.media import BYTE_FOR_BYTE, GENERAL_PURPOSE, PROFILES, export_plan
+from dicomfs.export import BYTE_FOR_BYTE, GENERAL_PURPOSE, PROFILES
 from dicomfs.index import IndexReader
 
 _HELP = "copy a plan's package to a folder as DICOM media with a DICOMDIR"
@@ -39,6 +39,7 @@ def register(sub: SubParsers) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from dicomfs.export.media import export_plan  # pydicom's writer: only for this command
 
     reader = IndexReader(index_path(args))
     try:

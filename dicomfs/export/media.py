@@ -73,6 +73,7 @@ from pydicom.uid import (
 
 from dicomfs import __version__
 from dicomfs.errors import ConfigError, NotAPlanError
+from dicomfs.export import BYTE_FOR_BYTE, GENERAL_PURPOSE, PROFILES
 from dicomfs.export.explicit_le import NotReencodable, write_explicit_le
 from dicomfs.export.failures import ExportError, ProfileError, Unwritable
 from dicomfs.index import IndexReader, InstanceRow, graph
@@ -94,9 +95,6 @@ IMPLEMENTATION_CLASS_UID = f"2.25.{uuid.uuid5(uuid.NAMESPACE_DNS, 'dicomfs.expor
 IMPLEMENTATION_VERSION = f"DICOMFS_{__version__}"[:16]
 FILE_SET_ID = "DICOMFS"
 # Media profiles: the sources as they are, or STD-GEN-CD (Explicit VR Little Endian only).
-BYTE_FOR_BYTE = "byte-for-byte"
-GENERAL_PURPOSE = "general-purpose"
-PROFILES = (BYTE_FOR_BYTE, GENERAL_PURPOSE)
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 
 # What pydicom's default directory recorders read (PS3.3 F.5), plus the

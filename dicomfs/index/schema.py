@@ -53,8 +53,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import sqlite_utils
-
 from dicomfs import __version__
 from dicomfs.errors import IndexCorruptError
 
@@ -201,10 +199,12 @@ def ensure_search(conn: sqlite3.Connection) -> None:
     the process dies in between, the next writer makes the index and fills
     it from the rows already stored.
     """
-    db = sqlite_utils.Database(conn)
-    if db["details_fts"].exists():
+    found = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'details_fts'"
+    if conn.execute(found).fetchone() is not None:
         return
-    db.table("details").enable_fts(
+    import sqlite_utils  # a tenth of a second to import: only to make the index
+
+    sqlite_utils.Database(conn).table("details").enable_fts(
         list(SEARCH_COLUMNS),
         fts_version="FTS5",
         create_triggers=True,

@@ -40,15 +40,16 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from dicomfs.errors import IndexUnavailableError
 from dicomfs.index.people import patient_exists, patient_ids
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.rows import PLAN_CLASSES
 from dicomfs.index.schema import SEARCH_COLUMNS
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 LEVELS = ("patient", "study", "series", "instance", "plan")
 DEFAULT_LEVEL = "study"  # findscu's usual query level (study root)
@@ -155,9 +156,12 @@ def wildcard(pattern: str) -> re.Pattern[str]:
 
 def find(reader: IndexReader, query: Query) -> list[Hit]:
     """The hits of ``query``, sorted by patient, date and UID; at most ``query.limit``."""
+    import sqlite_utils  # a tenth of a second to import: only for a search
+
     _check(query)
     db = sqlite_utils.Database(reader.connection, recursive_triggers=False, execute_plugins=False)
-    fts: str | None = db.table("details").detect_fts()
+    found: str | None = db.table("details").detect_fts()
+    fts = None if found is None else sqlite_utils.db.quote_identifier(found)
     search = _Search()
     ids = _patient_ids(reader, query.patient)
     if ids == []:
@@ -177,7 +181,7 @@ def find(reader: IndexReader, query: Query) -> list[Hit]:
                     f"the index {reader.path} has no full-text table yet: "
                     "`dicomfs index` (or `dicomfs serve`) adds it"
                 )
-            search.fts, search.match = sqlite_utils.db.quote_identifier(fts), text
+            search.fts, search.match = fts, text
     search.modalities = sorted({m.strip().upper() for m in query.modality} - {""})
     search.dates = (query.date_from, query.date_to)
     hits = _hits(reader, search, query.level, query.limit)
@@ -318,7 +322,7 @@ def _patient_ids(reader: IndexReader, pattern: str) -> list[str] | None:
 def _names(
     reader: IndexReader,
     db: sqlite_utils.Database,
-    fts: str | None,
+    fts: str | None,  # the full-text table, quoted for SQL
     pattern: str,
     ids: list[str] | None,
 ) -> tuple[list[str], list[str]]:
@@ -332,7 +336,7 @@ def _names(
     search = _Search(ids=ids)
     term = _name_term(db, pattern)
     if term is not None and fts is not None:
-        search.fts, search.match = sqlite_utils.db.quote_identifier(fts), term
+        search.fts, search.match = fts, term
     sql, params = search.sql(reader, "instance", "DISTINCT i.patient_id, d.patient_name")
     matches = wildcard(unicodedata.normalize("NFC", pattern)).fullmatch
     rows = reader.rows(sql, params)

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-import sqlite_utils
-
 from dicomfs.dicom.records import FileResult, FileStat, Instance
 from dicomfs.errors import IndexCorruptError
 from dicomfs.index import changes
@@ -63,7 +61,6 @@ class IndexWriter(IndexReader):
             # stays consistent; the reconcile scan restores them (reliability.md E4).
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            self.db = sqlite_utils.Database(conn)
             create_or_check_schema(conn)
             ensure_search(conn)
         except sqlite3.DatabaseError as exc:

@@ -42,7 +42,6 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from dicomfs.dicom.parse import parse_file
 from dicomfs.dicom.records import FileResult, FileStat, Rejection, RejectKind
 from dicomfs.errors import SourceError
 from dicomfs.index import ApplyStats, IndexWriter
@@ -101,6 +100,17 @@ PARSE_WINDOW = 10_000
 
 
 SYMLINK_REASON = "symbolic link: not followed (a link could point outside the source)"
+
+
+def parse_file(path: str) -> FileResult | None:
+    """``dicom.parse.parse_file``, imported at the first file to parse.
+
+    A re-run that finds nothing changed, and every command that only reads
+    the index, then never imports pydicom (a tenth of a second).
+    """
+    from dicomfs.dicom.parse import parse_file as parse
+
+    return parse(path)
 
 
 def special_result(st: FileStat) -> FileResult:
@@ -318,7 +328,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     if threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["dicomfs.dicom.parse"])
+    context.set_forkserver_preload(["dicomfs.live.scan", "dicomfs.dicom.parse"])
     return context
 
 

@@ -8,6 +8,8 @@ top; demo data stands apart from the product.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,18 @@ def test_modules_fit_in_a_head(path: Path) -> None:
     if len(text.splitlines()) > 500:
         doc = ast.get_docstring(ast.parse(text)) or ""
         assert "Longer than" in doc, f"{path.name}: {len(text.splitlines())} lines, no reason"
+
+
+def test_commands_that_only_read_import_neither_pydicom_nor_sqlite_utils() -> None:
+    """A re-run, ``status`` or ``ls`` starts without the parser or sqlite-utils (0.25 s).
+
+    They are imported where they work: the parser at the first file to
+    parse, sqlite-utils to make the full-text table or to search, pydicom's
+    writer by ``export``.
+    """
+    code = (
+        "import sys, dicomfs.commands.cli, dicomfs.live.scan, dicomfs.live.ingest\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pydicom', 'sqlite_utils'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

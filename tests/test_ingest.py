@@ -22,7 +22,7 @@ from pydicom import dcmread
 
 from dicomfs.demo import write_ct_series
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.live import scan
+from dicomfs.live import rounds, scan
 from dicomfs.live.ingest import Ingest
 from dicomfs.live.pending import FILE, Counters, PendingQueue, settled
 from dicomfs.service.config import Settings
@@ -206,6 +206,28 @@ def test_moved_out_folder_is_removed(live: Live, ct_files: list[Path], tmp_path:
     wait_for(lambda: live.instances() == 3, DEADLINE, "3 instances")
     os.rename(live.root / "out", tmp_path / "gone")
     wait_for(lambda: live.instances() == 0, DEADLINE, "moved-out folder removed")
+
+
+def test_a_folder_too_big_for_a_round_is_left_to_a_reconcile(
+    live: Live, ct_files: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A million files moved in or out arrive as one folder event (issue 13).
+
+    A round would hold every path of it; past the limit (here 4) what was
+    found is written and a reconcile, whose lists go to disk, does the rest.
+    """
+    monkeypatch.setattr(rounds, "FOLDER_LOOK_LIMIT", 4)
+    staging = tmp_path / "staging" / "big"
+    staging.mkdir(parents=True)
+    for i, src in enumerate(ct_files[40:52]):
+        shutil.copy(src, staging / f"{i}.dcm")
+    before = live.ingest.counters.reconciles
+    os.rename(staging, live.root / "big")
+    wait_for(lambda: live.instances() == 12, DEADLINE, "12 instances")
+    assert live.ingest.counters.reconciles > before
+    os.rename(live.root / "big", tmp_path / "gone")
+    wait_for(lambda: live.instances() == 0, DEADLINE, "moved-out folder removed")
+    assert live.ingest.counters.reconciles > before + 1
 
 
 def test_ignored_names_and_special_files(live: Live, ct_files: list[Path]) -> None:

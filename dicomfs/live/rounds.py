@@ -16,9 +16,11 @@ What the index has of a path is asked of the index itself, one indexed
 lookup per look (``IndexReader.file_key``), and a folder is compared with
 the index in path order (``sources.compare``): the daemon holds no
 per-file structure between rounds, so its memory does not grow with the
-archive (issue 13). Parsing goes to the daemon's parse workers
-(``scan.ParserPool``, kept between rounds) for bursts; each batch is one
-``IndexWriter.apply`` transaction. Runs on the ingest worker thread.
+archive (issue 13); a folder event with more than ``FOLDER_LOOK_LIMIT``
+files to look at is left to a reconcile, whose lists go to disk. Parsing
+goes to the daemon's parse workers (``scan.ParserPool``, kept between
+rounds) for bursts; each batch is one ``IndexWriter.apply`` transaction.
+Runs on the ingest worker thread.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from dicomfs.live.pending import CREATED, DIR, FILE, Counters, Entry, PendingQue
 log = logging.getLogger(__name__)
 
 _GONE = (errno.ENOENT, errno.ENOTDIR)
+# Paths one folder event may add to a round before the folder is left to a
+# reconcile: about 10 MB of paths.
+FOLDER_LOOK_LIMIT = 50_000
 
 
 @dataclass(slots=True)
@@ -160,8 +165,12 @@ class Looker:
             # source on one event (A8); the reconcile applies the mass-loss rule.
             self._queue.request_reconcile(f"source folder {path} changed")
             return
+        before = len(work.to_parse) + len(work.removed)
         if st is None or not stat.S_ISDIR(st.st_mode):
-            work.removed.extend(p for p, _ in work.writer.file_keys_under(path + os.sep))
+            for gone, _ in work.writer.file_keys_under(path + os.sep):
+                work.removed.append(gone)
+                if self._too_big(path, work, before):
+                    return
             return
         unreadable: list[str] = []
         tally = sources.Tally()
@@ -169,14 +178,31 @@ class Looker:
             if seen is None:
                 if not scan.is_under(found, unreadable):
                     work.removed.append(found)
-                continue
-            self.counters.looks += 1
-            if scan.is_special(seen.mode):
-                self._consider_special(seen, indexed, work)
             else:
-                self._consider(found, seen.change_key, indexed, None, work)
+                self.counters.looks += 1
+                if scan.is_special(seen.mode):
+                    self._consider_special(seen, indexed, work)
+                else:
+                    self._consider(found, seen.change_key, indexed, None, work)
+            if self._too_big(path, work, before):
+                break
         self.counters.looks += tally.unchanged
         self.counters.unchanged += tally.unchanged
+
+    def _too_big(self, folder: str, work: _Round, before: int) -> bool:
+        """Past ``FOLDER_LOOK_LIMIT`` paths, a folder is left to a reconcile (issue 13).
+
+        A folder of a million files moved into (or out of) a source arrives as
+        one event; a round would hold all its paths at once. What was found so
+        far is written by this round; the reconcile, which keeps its lists on
+        disk, does the rest.
+        """
+        if len(work.to_parse) + len(work.removed) - before < FOLDER_LOOK_LIMIT:
+            return False
+        self._queue.request_reconcile(
+            f"more than {FOLDER_LOOK_LIMIT} files changed at once in folder {folder}"
+        )
+        return True
 
     # -- parse and write -------------------------------------------------------------------
 

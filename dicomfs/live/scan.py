@@ -399,32 +399,8 @@ def reconcile(
         # first serves it, as it would have if the daemon had been watching; the
         # copies that served before a rebuild go before them all.
         to_parse = (path for _, _, path in changed)
-        total, done, rejected = len(changed), 0, len(specials)
-        own = pool is None and workers > 1 and total >= POOL_THRESHOLD
-        if own:
-            pool = ParserPool(workers)  # one for all windows, not one per window
-        batch: list[FileResult] = []
-        try:
-            # In windows, so the executor never holds every path to parse at once.
-            for window in chunks(to_parse, PARSE_WINDOW):
-                for result in parse_many(window, workers, pool):
-                    done += 1
-                    if result is None:
-                        report.vanished += 1
-                    else:
-                        batch.append(result)
-                        rejected += isinstance(result.result, Rejection)
-                    if len(batch) >= batch_size:
-                        report.add(writer.apply(batch, [], digest=file_digest))
-                        batch = []
-                    if progress is not None:
-                        progress(done, total, rejected)
-        finally:
-            if own and pool is not None:
-                pool.close()
-        if batch:
-            report.add(writer.apply(batch, [], digest=file_digest))
-    report.parsed = done
+        options = _Writing(batch_size, progress, len(changed), rejected=len(specials))
+        _parse_and_write(writer, to_parse, options, report, workers, pool)
     writer.set_meta("last_scan", repr(time.time()))
     if writer.meta(DETAILS_PENDING):
         writer.set_meta(DETAILS_PENDING, "")  # every file read since the upgrade
@@ -434,3 +410,47 @@ def reconcile(
     writer.checkpoint()
     report.elapsed = time.monotonic() - started
     return report
+
+
+@dataclass(slots=True)
+class _Writing:
+    """How ``_parse_and_write`` writes and reports: batch size, progress, counts so far."""
+
+    batch_size: int
+    progress: ProgressCallback | None
+    total: int
+    rejected: int = 0
+
+
+def _parse_and_write(
+    writer: IndexWriter,
+    paths: Iterable[str],
+    options: _Writing,
+    report: ScanReport,
+    workers: int,
+    pool: ParserPool | None,
+) -> None:
+    """Parse ``paths`` in windows, so the executor never holds them all; write in batches."""
+    own = pool is None and workers > 1 and options.total >= POOL_THRESHOLD
+    if own:
+        pool = ParserPool(workers)  # one for all windows, not one per window
+    batch: list[FileResult] = []
+    try:
+        for window in chunks(paths, PARSE_WINDOW):
+            for result in parse_many(window, workers, pool):
+                report.parsed += 1
+                if result is None:
+                    report.vanished += 1
+                else:
+                    batch.append(result)
+                    options.rejected += isinstance(result.result, Rejection)
+                if len(batch) >= options.batch_size:
+                    report.add(writer.apply(batch, [], digest=file_digest))
+                    batch = []
+                if options.progress is not None:
+                    options.progress(report.parsed, options.total, options.rejected)
+    finally:
+        if own and pool is not None:
+            pool.close()
+    if batch:
+        report.add(writer.apply(batch, [], digest=file_digest))

@@ -8,23 +8,23 @@ that to-do list alone was 2.7 GB at 10M (issue 13). Here at most
 written to a run file, and reading merges the runs (``heapq.merge``), so
 memory holds one block per run, whatever the count.
 
-Run files live in a private folder (mode 0700, removed on ``close``) next to
-the index, not in ``/tmp``: a department's ``/tmp`` may be a RAM disk, and
-the index's folder is where dicomfs is known to have room to write. Rows are
-written with ``marshal``: the files are this process's own, never read from
-elsewhere, and ``marshal`` keeps ``str`` with the surrogate escapes of
-undecodable file names.
+Run files are made in the index's folder, not in ``/tmp``: a department's
+``/tmp`` may be a RAM disk, and the index's folder is where dicomfs is known
+to have room to write. They have no name (``tempfile.TemporaryFile``:
+``O_TMPFILE``, or a file unlinked as soon as it is made), so a process
+killed half-way leaves nothing behind to clean up. Rows are written with
+``marshal``: the files are this process's own, never read from elsewhere,
+and ``marshal`` keeps ``str`` with the surrogate escapes of undecodable
+file names.
 """
 
 from __future__ import annotations
 
 import heapq
 import marshal
-import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 from dicomfs.errors import IndexUnavailableError
 
@@ -58,9 +58,7 @@ class Spool(Generic[Row]):
         self._block_rows = block_rows or BLOCK_ROWS
         self._max_runs = max(2, max_runs or MAX_RUNS)
         self._rows: list[Row] = []
-        self._runs: list[str] = []
-        self._dir: str | None = None
-        self._written = 0  # run files made, for their names
+        self._runs: list[BinaryIO] = []
         self.count = 0
 
     def __len__(self) -> int:
@@ -86,7 +84,7 @@ class Spool(Generic[Row]):
             self._rows = []
             if len(self._runs) >= self._max_runs:
                 merged = self._write(heapq.merge(*map(self._read, self._runs)))
-                self._remove(self._runs)
+                self._close_runs()
                 self._runs = [merged]
 
     def __iter__(self) -> Iterator[Row]:
@@ -98,42 +96,40 @@ class Spool(Generic[Row]):
 
     def close(self) -> None:
         self._rows = []
-        self._runs = []
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        self._close_runs()
 
-    def _write(self, rows: Iterable[Row]) -> str:
+    def _close_runs(self) -> None:
+        for handle in self._runs:
+            handle.close()
+        self._runs = []
+
+    def _write(self, rows: Iterable[Row]) -> BinaryIO:
         try:
-            if self._dir is None:
-                self._dir = tempfile.mkdtemp(prefix=".dicomfs-sort-", dir=self._folder)
-            path = os.path.join(self._dir, f"run-{self._written}")
-            self._written += 1
-            with open(path, "wb") as handle:
+            handle = tempfile.TemporaryFile(dir=self._folder)  # noqa: SIM115 (kept: a run)
+            try:
                 for block in chunks(rows, self._block_rows):
                     marshal.dump(block, handle)
+                handle.flush()
+            except BaseException:
+                handle.close()
+                raise
         except OSError as exc:
             raise IndexUnavailableError(
                 f"cannot write the list of files to index beside the index, in {self._folder}: "
                 f"{exc.strerror} (a first index needs about 100 bytes per file there "
                 "for the time it runs)"
             ) from exc
-        return path
+        return handle
 
     @staticmethod
-    def _read(path: str) -> Iterator[Row]:
-        with open(path, "rb") as handle:
-            while True:
-                try:
-                    block = marshal.load(handle)
-                except EOFError:
-                    return
-                yield from block
-
-    @staticmethod
-    def _remove(paths: Iterable[str]) -> None:
-        for path in paths:
-            os.unlink(path)
+    def _read(handle: BinaryIO) -> Iterator[Row]:
+        handle.seek(0)
+        while True:
+            try:
+                block = marshal.load(handle)
+            except EOFError:
+                return
+            yield from block
 
 
 def chunks(items: Iterable[Row], size: int) -> Iterator[list[Row]]:

@@ -26,6 +26,7 @@ from dicomfs.dicom.records import (
 )
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
 from dicomfs.index import SCHEMA_VERSION, IndexReader, IndexWriter
+from dicomfs.index.schema import CAPPED_WHERE
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
@@ -90,8 +91,8 @@ def test_different_bytes_are_a_conflict_and_never_swap(tmp_path: Path, writer: I
 
 
 def test_a_schema_3_index_is_upgraded_and_keeps_its_copies_apart(tmp_path: Path) -> None:
-    """3 -> 4 -> 5: the index of every row's UID goes; later copies are found by their own
-    index; the log of changes is added."""
+    """3 -> 4 -> 5 -> 6: the index of every row's UID goes; later copies are found by their
+    own index; the log of changes is added; capped objects are counted from an index."""
     index = tmp_path / "i.sqlite"
     a, b, c = (make_file(tmp_path, f"{n}.dcm", n.encode() * 3) for n in "abc")
     writer = IndexWriter(index)
@@ -101,15 +102,20 @@ def test_a_schema_3_index_is_upgraded_and_keeps_its_copies_apart(tmp_path: Path)
     conn.execute("DROP INDEX instances_copies")
     conn.execute("CREATE INDEX instances_sop ON instances(sop_uid, file_id)")
     conn.execute("DROP TABLE changes")
+    conn.execute("DROP INDEX instances_capped")
     conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     writer = IndexWriter(index)  # upgrades in place
     try:
-        assert writer.meta("schema_version") == str(SCHEMA_VERSION) == "5"
+        assert writer.meta("schema_version") == str(SCHEMA_VERSION) == "6"
         names = {r[0] for r in writer.rows("SELECT name FROM sqlite_master")}
         assert "instances_copies" in names and "instances_sop" not in names
         assert "changes" in names
+        capped = writer.rows(
+            f"EXPLAIN QUERY PLAN SELECT count(*) FROM instances WHERE {CAPPED_WHERE}"
+        )
+        assert "instances_capped" in capped[0][3]  # status no longer reads every row
         stats = writer.apply([FileResult(c, ct("1.2.1"))], digest=digest)
         assert stats.conflicts == 1  # a third copy is still compared with the serving one
         writer.apply([], removed=[a.path])

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from dicomfs.dicom.records import EDGES_CAPPED, ChangeKey
+from dicomfs.dicom.records import ChangeKey
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
 from dicomfs.index.changes import Changes, Recorded, between
 from dicomfs.index.rows import (
@@ -43,7 +43,7 @@ from dicomfs.index.rows import (
     edge_row,
     instance_row,
 )
-from dicomfs.index.schema import DETAILS_PENDING, SCHEMA_VERSION, check_schema
+from dicomfs.index.schema import CAPPED_WHERE, DETAILS_PENDING, SCHEMA_VERSION, check_schema
 
 log = logging.getLogger(__name__)
 
@@ -476,8 +476,7 @@ class IndexReader:
                 "UNION ALL SELECT 'benign', count(*) FROM conflicts WHERE kind = 'benign' "
                 "UNION ALL SELECT 'plans', count(*) FROM instances WHERE serving = 1 "
                 f"AND sop_class IN ({','.join(repr(c) for c in PLAN_CLASSES)}) "
-                "UNION ALL SELECT 'capped', count(*) FROM instances WHERE serving = 1 "
-                f"AND instr(flags, '\"{EDGES_CAPPED}:') > 0"
+                f"UNION ALL SELECT 'capped', count(*) FROM instances WHERE {CAPPED_WHERE}"
             )
         )
         last_scan = self.meta("last_scan")

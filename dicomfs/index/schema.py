@@ -41,11 +41,13 @@ Tables (schema version in ``meta``):
 
 Upgrades: 1 -> 2 adds the inode change time; 2 -> 3 adds ``details``;
 3 -> 4 drops the index of every copy's UID for one of the later copies only;
-4 -> 5 adds ``changes``, empty. The details of an indexed file can only be
-had by reading it again, so the 2 -> 3 upgrade clears every stored change
-key (the next scan re-parses each file once, with its progress bar) and
-sets ``details_pending`` until that scan completes: the human tree answers
-"rebuilding" meanwhile instead of showing placeholders where names will be.
+4 -> 5 adds ``changes``, empty; 5 -> 6 adds the partial index
+``instances_capped`` (one read of the table when it is made). The details
+of an indexed file can only be had by reading it again, so the 2 -> 3
+upgrade clears every stored change key (the next scan re-parses each file
+once, with its progress bar) and sets ``details_pending`` until that scan
+completes: the human tree answers "rebuilding" meanwhile instead of
+showing placeholders where names will be.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ import sqlite3
 from pathlib import Path
 
 from dicomfs import __version__
+from dicomfs.dicom.records import EDGES_CAPPED
 from dicomfs.errors import IndexCorruptError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Meta key moved by every batch that writes anything (``IndexWriter.apply``):
 # what the view keeps (plan packages) is valid while it stays the same.
 GENERATION = "generation"
@@ -82,9 +85,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 5: the log of what each batch changed (``changes``, made from the DDL).
     # It starts empty: what readers kept before is computed again once.
     4: (),
+    # 6: the objects whose references were capped get a partial index (from
+    # the DDL): counting them for ``status`` read every row, 3 s at 10M.
+    5: (),
 }
 
-DDL = """
+# The serving objects a per-object bound cut short (``records.EDGES_CAPPED``
+# in their flags): the WHERE of the partial index ``instances_capped`` and of
+# the status count, written once so that SQLite sees the same terms and uses
+# the index (a partial index serves only a query that repeats its WHERE).
+CAPPED_WHERE = f"serving = 1 AND instr(flags, '\"{EDGES_CAPPED}:') > 0"
+
+DDL = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS files (
     id INTEGER PRIMARY KEY,
@@ -154,6 +166,7 @@ CREATE TABLE IF NOT EXISTS conflicts (
 );
 CREATE INDEX IF NOT EXISTS conflicts_other ON conflicts(other_file_id);
 CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_capped ON instances(file_id) WHERE {CAPPED_WHERE};
 CREATE TABLE IF NOT EXISTS details (
     file_id INTEGER PRIMARY KEY REFERENCES instances(file_id) ON DELETE CASCADE,
     patient_name TEXT NOT NULL,

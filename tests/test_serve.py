@@ -228,6 +228,45 @@ def test_watchdog_pings_stop_when_the_writer_dies(tmp_path: Path) -> None:
         sock.close()
 
 
+@pytest.mark.watch
+def test_watchdog_pings_go_on_while_the_status_line_is_counting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting a ten-million-file index took 46 s cold: a ping must never wait for it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    counting, release, counted = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_status_line(self: LiveIndex) -> str:
+        counting.set()
+        release.wait(DEADLINE)
+        counted.set()
+        return "counted"
+
+    monkeypatch.setattr(LiveIndex, "status_line", slow_status_line)
+    sock = receiver(tmp_path / "n.sock")
+    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "n.sock"), "WATCHDOG_USEC": "100000"})
+    writer = IndexWriter(tmp_path / "i.sqlite")
+    live = LiveIndex(
+        Settings(sources=(src,), index=tmp_path / "i.sqlite"), writer, notifier=notifier
+    )
+    try:
+        live.start()
+        assert counting.wait(DEADLINE)
+        pings = 0
+        while pings < 5:  # each recv fails the test after DEADLINE without one
+            pings += sock.recv(4096) == b"WATCHDOG=1"
+        assert not counted.is_set()  # the pings came while the count was running
+        release.set()
+        while sock.recv(4096) != b"STATUS=counted":
+            pass
+    finally:
+        release.set()
+        live.stop()
+        writer.close()
+        sock.close()
+
+
 def test_serve_needs_sources_and_mountpoint(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no source folder"):
         serve(Settings(mountpoint=tmp_path, index=tmp_path / "i.sqlite"))

@@ -195,8 +195,8 @@ def test_notifier_abstract_socket_and_disabled_cases(tmp_path: Path) -> None:
     assert Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")}).ready() is False  # logged
 
 
-@pytest.mark.watch
-def test_watchdog_pings_stop_when_the_writer_dies(tmp_path: Path) -> None:
+def notified_live(tmp_path: Path) -> tuple[LiveIndex, IndexWriter, socket.socket]:
+    """A LiveIndex over an empty source that pings every 50 ms to a socket of the test's."""
     src = tmp_path / "src"
     src.mkdir()
     sock = receiver(tmp_path / "n.sock")
@@ -205,6 +205,12 @@ def test_watchdog_pings_stop_when_the_writer_dies(tmp_path: Path) -> None:
     live = LiveIndex(
         Settings(sources=(src,), index=tmp_path / "i.sqlite"), writer, notifier=notifier
     )
+    return live, writer, sock
+
+
+@pytest.mark.watch
+def test_watchdog_pings_stop_when_the_writer_dies(tmp_path: Path) -> None:
+    live, writer, sock = notified_live(tmp_path)
     try:
         live.start()
         pings = 0
@@ -233,8 +239,6 @@ def test_watchdog_pings_go_on_while_the_status_line_is_counting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Counting a ten-million-file index took 46 s cold: a ping must never wait for it."""
-    src = tmp_path / "src"
-    src.mkdir()
     counting, release, counted = threading.Event(), threading.Event(), threading.Event()
 
     def slow_status_line(self: LiveIndex) -> str:
@@ -244,12 +248,7 @@ def test_watchdog_pings_go_on_while_the_status_line_is_counting(
         return "counted"
 
     monkeypatch.setattr(LiveIndex, "status_line", slow_status_line)
-    sock = receiver(tmp_path / "n.sock")
-    notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "n.sock"), "WATCHDOG_USEC": "100000"})
-    writer = IndexWriter(tmp_path / "i.sqlite")
-    live = LiveIndex(
-        Settings(sources=(src,), index=tmp_path / "i.sqlite"), writer, notifier=notifier
-    )
+    live, writer, sock = notified_live(tmp_path)
     try:
         live.start()
         assert counting.wait(DEADLINE)

@@ -157,7 +157,10 @@ class ServeProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(DEADLINE)
+            status = self.proc.wait(DEADLINE)
+            if status != 0:  # shown with the failing assertion (faulthandler's stacks on a crash)
+                print(f"serve exited with {status}; log:\n{self.log()[-6000:]}")
+            return status
         except subprocess.TimeoutExpired:
             self.cleanup()
             raise AssertionError(f"serve ignored SIGTERM; log:\n{self.log()[-3000:]}") from None

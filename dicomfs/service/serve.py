@@ -13,6 +13,7 @@ it would be late, and systemd would restart a healthy daemon).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sqlite3
@@ -271,6 +272,9 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
     from dicomfs.fuse.mount import run_mount
     from dicomfs.live.progress import Progress
 
+    # A crash in C (libfuse, SQLite, ctypes) then leaves every thread's Python
+    # stack in the log (the journal under systemd) instead of a bare signal.
+    faulthandler.enable()
     if not settings.sources:
         raise ConfigError(
             "no source folder: give SOURCE arguments, DICOMFS_SOURCES or `sources` in the config"

@@ -93,6 +93,24 @@ def invalidate_path(fuse_ptr: int, path: str) -> int:
     return int(_invalidate(fuse_ptr, path.encode("utf-8", "surrogateescape")))
 
 
+_get_session = mfusepy._libfuse.fuse_get_session
+_get_session.argtypes = [ctypes.c_void_p]
+_get_session.restype = ctypes.c_void_p
+_session_exited = mfusepy._libfuse.fuse_session_exited
+_session_exited.argtypes = [ctypes.c_void_p]
+_session_exited.restype = ctypes.c_int
+
+
+def session_exited(fuse_ptr: int) -> bool:
+    """Whether the loop of this session is ending: its tables are about to be freed.
+
+    libfuse 3.14's ``fuse_destroy`` frees the node tables that
+    ``fuse_invalidate_path`` walks, then calls the ``destroy`` operation: an
+    invalidation racing the end of the loop crashed the daemon (SIGSEGV).
+    """
+    return bool(_session_exited(_get_session(fuse_ptr)))
+
+
 class ListingFUSE(mfusepy.FUSE):  # type: ignore[misc]
     """mfusepy's FUSE with READDIRPLUS attributes passed through to the kernel."""
 

@@ -163,6 +163,7 @@ class _Runner:
         """
         if self.finished.is_set():
             return True
+        self.operations.stop_invalidating()  # before libfuse frees what it uses
         try:
             unmount(self.mountpoint)
             return True

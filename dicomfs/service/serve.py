@@ -275,14 +275,6 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
     # A crash in C (libfuse, SQLite, ctypes) then leaves every thread's Python
     # stack in the log (the journal under systemd) instead of a bare signal.
     faulthandler.enable()
-    # The parser (pydicom, and numpy under it) and sqlite-utils are imported
-    # lazily for the commands that never use them; the daemon uses both, so
-    # they are imported here, in the main thread before any other starts, as
-    # they were before that change rather than first in the ingest thread.
-    import sqlite_utils  # noqa: F401
-
-    import dicomfs.dicom.parse  # noqa: F401
-
     if not settings.sources:
         raise ConfigError(
             "no source folder: give SOURCE arguments, DICOMFS_SOURCES or `sources` in the config"

@@ -36,6 +36,7 @@ from dicomfs.dicom.records import ChangeKey, FileResult, FileStat, Rejection, Re
 from dicomfs.index import IndexWriter
 from dicomfs.live import scan, sources
 from dicomfs.live.pending import CREATED, DIR, FILE, Counters, Entry, PendingQueue, settled
+from dicomfs.live.spool import chunks
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +209,8 @@ class Looker:
 
     def _parse_and_apply(self, work: _Round) -> None:
         """Parse in the pool for bursts; write each batch as soon as it is complete."""
-        specials = list(work.specials.values())
-        for start in range(0, len(specials), self.batch_size):
-            self._apply(work, specials[start : start + self.batch_size], [])
+        for specials in chunks(work.specials.values(), self.batch_size):
+            self._apply(work, specials, [])
         batch: list[FileResult] = []
         removed = list(dict.fromkeys(work.removed))
         # A file looked at twice in one round (its own event and its folder's walk) is parsed once.

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from schema_helpers import downgrade_to_schema_6
 
 from dicomfs.dicom.records import (
     Edge,
@@ -91,13 +92,14 @@ def test_different_bytes_are_a_conflict_and_never_swap(tmp_path: Path, writer: I
 
 
 def test_a_schema_3_index_is_upgraded_and_keeps_its_copies_apart(tmp_path: Path) -> None:
-    """3 -> 4 -> 5 -> 6: the index of every row's UID goes; later copies are found by their
+    """3 -> ... -> 7: the index of every row's UID goes; later copies are found by their
     own index; the log of changes is added; capped objects are counted from an index."""
     index = tmp_path / "i.sqlite"
     a, b, c = (make_file(tmp_path, f"{n}.dcm", n.encode() * 3) for n in "abc")
     writer = IndexWriter(index)
     writer.apply([FileResult(a, ct("1.2.1")), FileResult(b, ct("1.2.1"))], digest=digest)
     writer.close()
+    downgrade_to_schema_6(index)
     conn = sqlite3.connect(index)  # the index as schema 3 had it
     conn.execute("DROP INDEX instances_copies")
     conn.execute("CREATE INDEX instances_sop ON instances(sop_uid, file_id)")
@@ -108,12 +110,13 @@ def test_a_schema_3_index_is_upgraded_and_keeps_its_copies_apart(tmp_path: Path)
     conn.close()
     writer = IndexWriter(index)  # upgrades in place
     try:
-        assert writer.meta("schema_version") == str(SCHEMA_VERSION) == "6"
+        assert writer.meta("schema_version") == str(SCHEMA_VERSION) == "7"
         names = {r[0] for r in writer.rows("SELECT name FROM sqlite_master")}
         assert "instances_copies" in names and "instances_sop" not in names
         assert "changes" in names
-        capped = writer.rows(
-            f"EXPLAIN QUERY PLAN SELECT count(*) FROM instances WHERE {CAPPED_WHERE}"
+        capped = writer.rows(  # INDEXED BY: an error if the index cannot serve the count
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM instance_rows "
+            f"INDEXED BY instances_capped WHERE {CAPPED_WHERE}"
         )
         assert "instances_capped" in capped[0][3]  # status no longer reads every row
         stats = writer.apply([FileResult(c, ct("1.2.1"))], digest=digest)
@@ -129,6 +132,77 @@ def test_a_schema_3_index_is_upgraded_and_keeps_its_copies_apart(tmp_path: Path)
         assert "instances_copies" in plan[0][3]
     finally:
         writer.close()
+
+
+def _instance_table(index: Path) -> list[tuple[object, ...]]:
+    """The columns (name, type, NOT NULL, default, key) and foreign keys of ``instance_rows``."""
+    conn = sqlite3.connect(index)
+    try:
+        columns = conn.execute("PRAGMA table_info(instance_rows)").fetchall()
+        return columns + conn.execute("PRAGMA foreign_key_list(instance_rows)").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_schema_6_index_is_upgraded_to_uids_stored_once(tmp_path: Path) -> None:
+    """6 -> 7: same rows, same answers, the table a new index gets, and details still cascade."""
+    index = tmp_path / "i.sqlite"
+    writer = IndexWriter(index)
+    files = [
+        FileResult(
+            make_file(tmp_path, f"{n}.dcm", b"%d" % n),
+            ct(f"1.5.{n}", series=f"1.6.{n % 3}", study_uid=f"1.7.{n % 2}",
+               frame_of_reference_uid="1.8" if n % 2 else ""),
+        )
+        for n in range(12)
+    ]  # fmt: skip
+    writer.apply(files, digest=digest)
+    before = writer.all_instances()
+    writer.close()
+    downgrade_to_schema_6(index)
+    with pytest.raises(IndexCorruptError, match="run `dicomfs index`"):
+        IndexReader(index)
+    writer = IndexWriter(index)  # upgrades in place
+    try:
+        assert writer.meta("schema_version") == "7"
+        assert writer.all_instances() == before
+        assert writer.series_instances("1.6.1") == [r for r in before if r.series_uid == "1.6.1"]
+        assert writer.study_series_uids("1.7.0") == ["1.6.0", "1.6.1", "1.6.2"]
+        stored = sorted(r[0] for r in writer.rows("SELECT uid FROM uids"))
+        assert stored == ["", "1.6.0", "1.6.1", "1.6.2", "1.7.0", "1.7.1", "1.8"]
+        writer.apply([], removed=[files[0].stat.path])
+        assert writer.rows("SELECT count(*) FROM details") == [(11,)]  # cascades from the rows
+    finally:
+        writer.close()
+    fresh = tmp_path / "fresh.sqlite"
+    IndexWriter(fresh).close()
+    assert _instance_table(index) == _instance_table(fresh)
+
+
+def _unreadable(path: str) -> str:
+    raise OSError(f"{path} unreadable")
+
+
+def test_study_series_and_frame_uids_are_stored_once(tmp_path: Path, writer: IndexWriter) -> None:
+    """A UID shared by many rows is one row of ``uids``, also across batches and rollbacks."""
+    files = [
+        FileResult(make_file(tmp_path, f"{n}.dcm", b"%d" % n), ct(f"1.5.{n}", study_uid="1.7"))
+        for n in range(5)
+    ]
+    writer.apply(files[:3])
+    writer.apply(files[3:])
+    # A batch that fails after numbering a new UID: a copy of 1.5.1, whose digest fails.
+    copy = FileResult(make_file(tmp_path, "copy.dcm", b"c"), ct("1.5.1", series="1.6.new"))
+    with pytest.raises(OSError, match="unreadable"):
+        writer.apply([copy], digest=_unreadable)
+    writer.apply([FileResult(make_file(tmp_path, "x.dcm", b"x"), ct("1.5.10", series="1.6.new"))])
+    assert sorted(r[0] for r in writer.rows("SELECT uid FROM uids")) == [
+        "",
+        "1.2.3.4",
+        "1.6.new",
+        "1.7",
+    ]
+    assert [r.series_uid for r in writer.series_instances("1.6.new")] == ["1.6.new"]
 
 
 def test_rewrite_in_place_keeps_serving(tmp_path: Path, writer: IndexWriter) -> None:

@@ -30,6 +30,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
+from schema_helpers import downgrade_to_schema_6
 from test_human_names import violations
 
 from dicomfs.demo.patients import DemoSet, write_demo
@@ -701,6 +702,7 @@ def downgrade_to_schema_2(index: Path) -> None:
     table (with its FTS5 index and the triggers that keep it in step) and
     the ``instances_patient`` index; the meta row ``details_pending`` is 3's.
     """
+    downgrade_to_schema_6(index)
     conn = sqlite3.connect(index)
     try:
         triggers = [

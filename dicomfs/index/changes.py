@@ -78,7 +78,7 @@ def stored_values(conn: sqlite3.Connection, file_id: int) -> list[str]:
         (file_id,),
     )
     values = [str(v) for found in row for v in found if v]
-    targets = conn.execute("SELECT target_uid FROM edges WHERE file_id = ?", (file_id,))
+    targets = conn.execute("SELECT target_uid FROM edge_rows WHERE file_id = ?", (file_id,))
     values.extend(target for (target,) in targets)
     return values
 

@@ -78,13 +78,20 @@ def uid_page(
     after: str | None = None,
     limit: int = PAGE,
 ) -> list[str]:
-    """Distinct series or study UIDs after ``after``, one seek each on their partial index."""
-    where, params = _after(after, column)
+    """Distinct series or study UIDs after ``after``: the UIDs in order, each with one seek.
+
+    UIDs are stored once (``uids``, which also holds the other kind and
+    frames of reference); one that no serving instance has as this kind
+    costs a seek on the partial index and is passed over.
+    """
+    number = "series_id" if column == "series_uid" else "study_id"
+    where, params = _after(after, "u.uid")
     return [
         row[0]
         for row in reader.rows(
-            f"SELECT DISTINCT {column} FROM instances WHERE serving = 1 AND {column} != ''"
-            f"{where} ORDER BY {column} LIMIT ?",
+            f"SELECT u.uid FROM uids u WHERE u.uid != ''{where} AND EXISTS ("
+            f"SELECT 1 FROM instance_rows r WHERE r.serving = 1 AND r.{number} = u.id) "
+            "ORDER BY u.uid LIMIT ?",
             (*params, limit),
         )
     ]

@@ -335,7 +335,7 @@ class IndexReader:
         marks = ",".join("?" * len(uids))
         return self._instances_where(
             f"i.sop_class IN ({classes}) AND (i.for_uid IN ({marks}) OR i.file_id IN ("
-            f"SELECT e.file_id FROM edges e WHERE e.target_uid IN ({marks}) "
+            f"SELECT e.file_id FROM edge_rows e WHERE e.target_uid IN ({marks}) "
             "AND e.level = 'frame_of_reference'))",
             (*REGISTRATION_CLASSES, *uids, *uids),
         )
@@ -367,7 +367,7 @@ class IndexReader:
             edge_row(row)
             for row in self.rows(
                 f"SELECT {EDGE_COLUMNS} FROM edges e JOIN instances i ON i.file_id = e.file_id "
-                "WHERE i.sop_uid = ? AND i.serving = 1 ORDER BY e.rowid",
+                "WHERE i.sop_uid = ? AND i.serving = 1 ORDER BY e.edge_id",
                 (sop_uid,),
             )
         ]
@@ -378,7 +378,7 @@ class IndexReader:
             edge_row(row)
             for row in self.rows(
                 f"SELECT {EDGE_COLUMNS} FROM edges e JOIN instances i ON i.file_id = e.file_id "
-                "WHERE e.target_uid = ? AND i.serving = 1 ORDER BY e.src_uid, e.rowid",
+                "WHERE e.target_uid = ? AND i.serving = 1 ORDER BY e.src_uid, e.edge_id",
                 (target_uid,),
             )
         ]
@@ -468,15 +468,16 @@ class IndexReader:
     def status(self) -> IndexStatus:
         counts = dict(
             self.rows(
-                "SELECT 'instances', count(*) FROM instances WHERE serving = 1 "
+                "SELECT 'instances', count(*) FROM instance_rows WHERE serving = 1 "
                 "UNION ALL SELECT 'files', count(*) FROM files "
                 "UNION ALL SELECT 'indexed', count(*) FROM files WHERE state = 'indexed' "
                 "UNION ALL SELECT 'rejected', count(*) FROM files WHERE state = 'rejected' "
                 "UNION ALL SELECT 'conflicts', count(*) FROM conflicts WHERE kind = 'conflict' "
                 "UNION ALL SELECT 'benign', count(*) FROM conflicts WHERE kind = 'benign' "
-                "UNION ALL SELECT 'plans', count(*) FROM instances WHERE serving = 1 "
+                "UNION ALL SELECT 'plans', count(*) FROM instance_rows WHERE serving = 1 "
                 f"AND sop_class IN ({','.join(repr(c) for c in PLAN_CLASSES)}) "
-                f"UNION ALL SELECT 'capped', count(*) FROM instances WHERE {CAPPED_WHERE}"
+                "UNION ALL SELECT 'capped', count(*) FROM instance_rows INDEXED BY "
+                f"instances_capped WHERE {CAPPED_WHERE}"  # else SQLite may read every row
             )
         )
         last_scan = self.meta("last_scan")

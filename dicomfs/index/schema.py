@@ -26,6 +26,14 @@ Tables (schema version in ``meta``):
   unique ``instances_serving`` index, the other copies by
   ``instances_copies``, which holds only them (schema 4: the UID is no
   longer indexed twice for every instance, 65 bytes each; issue 13).
+  ``instances`` is a view: the rows are stored in ``instance_rows``, where
+  the study, series and frame of reference UIDs are numbers into ``uids``
+  (schema 7). A million instances share a few ten thousand of those UIDs;
+  spelled out in every row and in the three indexes that find a series, a
+  study or a frame of reference, they cost 300 bytes per instance. The
+  view spells them out again, so queries read and filter by UID as
+  before; the writer writes ``instance_rows``. A UID stays in ``uids``
+  once seen (one row per study, series or frame ever indexed).
 - ``edges``: the references stored in each indexed file (per file, so a
   promoted duplicate brings its own edges).
 - ``conflicts``: each later copy of a served UID, ``benign`` when the bytes
@@ -42,7 +50,10 @@ Tables (schema version in ``meta``):
 Upgrades: 1 -> 2 adds the inode change time; 2 -> 3 adds ``details``;
 3 -> 4 drops the index of every copy's UID for one of the later copies only;
 4 -> 5 adds ``changes``, empty; 5 -> 6 adds the partial index
-``instances_capped`` (one read of the table when it is made). The details
+``instances_capped`` (one read of the table when it is made); 6 -> 7
+stores the study, series and frame UIDs once (the table is renamed,
+numbered and its UID columns dropped: it keeps its rows and file ids, a
+few rewrites of the table, about 40 s at a million instances). The details
 of an indexed file can only be had by reading it again, so the 2 -> 3
 upgrade clears every stored change key (the next scan re-parses each file
 once, with its progress bar) and sets ``details_pending`` until that scan
@@ -59,7 +70,7 @@ from dicomfs import __version__
 from dicomfs.dicom.records import EDGES_CAPPED
 from dicomfs.errors import IndexCorruptError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Meta key moved by every batch that writes anything (``IndexWriter.apply``):
 # what the view keeps (plan packages) is valid while it stays the same.
 GENERATION = "generation"
@@ -88,6 +99,49 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 6: the objects whose references were capped get a partial index (from
     # the DDL): counting them for ``status`` read every row, 3 s at 10M.
     5: (),
+    # 7: study, series and frame of reference UIDs are stored once, in ``uids``,
+    # and rows refer to them by number (issue 13: 300 bytes less per instance).
+    # The table keeps its rows and its file ids, so details and edges stay.
+    6: (
+        "CREATE TABLE IF NOT EXISTS uids (id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE)",
+        "INSERT OR IGNORE INTO uids(uid) SELECT study_uid FROM instances "
+        "UNION SELECT series_uid FROM instances UNION SELECT for_uid FROM instances",
+        "DROP INDEX IF EXISTS instances_series",
+        "DROP INDEX IF EXISTS instances_study",
+        "DROP INDEX IF EXISTS instances_for",
+        # Foreign keys that name the table (details) follow the new name.
+        "ALTER TABLE instances RENAME TO instance_rows",
+        *(
+            f"ALTER TABLE instance_rows ADD COLUMN {kind}_id INTEGER NOT NULL DEFAULT 0"
+            for kind in ("study", "series", "for")
+        ),
+        "UPDATE instance_rows SET "
+        "study_id = (SELECT id FROM uids WHERE uid = study_uid), "
+        "series_id = (SELECT id FROM uids WHERE uid = series_uid), "
+        "for_id = (SELECT id FROM uids WHERE uid = for_uid)",
+        *(
+            f"ALTER TABLE instance_rows DROP COLUMN {kind}_uid"
+            for kind in ("study", "series", "for")
+        ),
+        # Edges: the source UID is the row's own; paths, studies and series by number.
+        "CREATE TABLE IF NOT EXISTS edge_paths (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE)",
+        "INSERT INTO edge_paths(path) SELECT DISTINCT path FROM edges",
+        "INSERT OR IGNORE INTO uids(uid) SELECT study_uid FROM edges "
+        "UNION SELECT series_uid FROM edges",
+        "ALTER TABLE edges RENAME TO edge_rows",
+        *(
+            f"ALTER TABLE edge_rows ADD COLUMN {kind}_id INTEGER NOT NULL DEFAULT 0"
+            for kind in ("path", "study", "series")
+        ),
+        "UPDATE edge_rows SET "
+        "path_id = (SELECT p.id FROM edge_paths p WHERE p.path = edge_rows.path), "
+        "study_id = (SELECT id FROM uids WHERE uid = study_uid), "
+        "series_id = (SELECT id FROM uids WHERE uid = series_uid)",
+        *(
+            f"ALTER TABLE edge_rows DROP COLUMN {column}"
+            for column in ("src_uid", "path", "study_uid", "series_uid")
+        ),
+    ),
 }
 
 # The serving objects a per-object bound cut short (``records.EDGES_CAPPED``
@@ -116,16 +170,14 @@ CREATE TABLE IF NOT EXISTS files (
     indexed_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_state ON files(state);
-CREATE TABLE IF NOT EXISTS instances (
+CREATE TABLE IF NOT EXISTS uids (id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS instance_rows (
     file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
     sop_uid TEXT NOT NULL,
     serving INTEGER NOT NULL DEFAULT 0,
     sop_class TEXT NOT NULL,
     modality TEXT NOT NULL,
     patient_id TEXT NOT NULL,
-    study_uid TEXT NOT NULL,
-    series_uid TEXT NOT NULL,
-    for_uid TEXT NOT NULL,
     label TEXT NOT NULL,
     dose_summation_type TEXT NOT NULL,
     series_description TEXT NOT NULL,
@@ -133,28 +185,54 @@ CREATE TABLE IF NOT EXISTS instances (
     plan_intent TEXT NOT NULL,
     transfer_syntax TEXT NOT NULL,
     uid_safe INTEGER NOT NULL,
-    flags TEXT NOT NULL
+    flags TEXT NOT NULL,
+    study_id INTEGER NOT NULL DEFAULT 0,
+    series_id INTEGER NOT NULL DEFAULT 0,
+    for_id INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS instances_copies ON instances(sop_uid, file_id) WHERE serving = 0;
-CREATE UNIQUE INDEX IF NOT EXISTS instances_serving ON instances(sop_uid) WHERE serving = 1;
-CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid) WHERE serving = 1;
-CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid) WHERE serving = 1;
-CREATE INDEX IF NOT EXISTS instances_for ON instances(for_uid) WHERE serving = 1;
-CREATE INDEX IF NOT EXISTS instances_class ON instances(sop_class) WHERE serving = 1;
-CREATE TABLE IF NOT EXISTS edges (
+CREATE INDEX IF NOT EXISTS instances_copies ON instance_rows(sop_uid, file_id) WHERE serving = 0;
+CREATE UNIQUE INDEX IF NOT EXISTS instances_serving ON instance_rows(sop_uid) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_series_id ON instance_rows(series_id) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_study_id ON instance_rows(study_id) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_for_id ON instance_rows(for_id) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_class ON instance_rows(sop_class) WHERE serving = 1;
+-- What every query reads: the rows with their UIDs spelled out. LEFT JOINs on
+-- the key, so that SQLite leaves out the lookups of the UIDs a query does not
+-- use, and turns them into plain joins where a WHERE names one.
+CREATE VIEW IF NOT EXISTS instances AS SELECT
+    r.file_id, r.sop_uid, r.serving, r.sop_class, r.modality, r.patient_id,
+    study.uid AS study_uid, series.uid AS series_uid, frame.uid AS for_uid,
+    r.label, r.dose_summation_type, r.series_description, r.instance_number,
+    r.plan_intent, r.transfer_syntax, r.uid_safe, r.flags,
+    r.study_id, r.series_id, r.for_id
+    FROM instance_rows r
+    LEFT JOIN uids study ON study.id = r.study_id
+    LEFT JOIN uids series ON series.id = r.series_id
+    LEFT JOIN uids frame ON frame.id = r.for_id;
+CREATE TABLE IF NOT EXISTS edge_paths (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS edge_rows (
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
-    src_uid TEXT NOT NULL,
     target_uid TEXT NOT NULL,
     level TEXT NOT NULL,
     role TEXT NOT NULL,
-    path TEXT NOT NULL,
     class_hint TEXT NOT NULL,
     qualifiers TEXT NOT NULL,
-    study_uid TEXT NOT NULL,
-    series_uid TEXT NOT NULL
+    path_id INTEGER NOT NULL DEFAULT 0,
+    study_id INTEGER NOT NULL DEFAULT 0,
+    series_id INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS edges_file ON edges(file_id);
-CREATE INDEX IF NOT EXISTS edges_target ON edges(target_uid);
+CREATE INDEX IF NOT EXISTS edges_file ON edge_rows(file_id);
+CREATE INDEX IF NOT EXISTS edges_target ON edge_rows(target_uid);
+-- The source is the SOP Instance UID of the file's row, attribute paths,
+-- studies and series are numbers. edge_id keeps the order of the file.
+CREATE VIEW IF NOT EXISTS edges AS SELECT
+    r.rowid AS edge_id, r.file_id, src.sop_uid AS src_uid, r.target_uid, r.level, r.role,
+    p.path, r.class_hint, r.qualifiers, study.uid AS study_uid, series.uid AS series_uid
+    FROM edge_rows r
+    LEFT JOIN instance_rows src ON src.file_id = r.file_id
+    LEFT JOIN edge_paths p ON p.id = r.path_id
+    LEFT JOIN uids study ON study.id = r.study_id
+    LEFT JOIN uids series ON series.id = r.series_id;
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY,
     sop_uid TEXT NOT NULL,
@@ -165,10 +243,10 @@ CREATE TABLE IF NOT EXISTS conflicts (
     seen_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conflicts_other ON conflicts(other_file_id);
-CREATE INDEX IF NOT EXISTS instances_patient ON instances(patient_id) WHERE serving = 1;
-CREATE INDEX IF NOT EXISTS instances_capped ON instances(file_id) WHERE {CAPPED_WHERE};
+CREATE INDEX IF NOT EXISTS instances_patient ON instance_rows(patient_id) WHERE serving = 1;
+CREATE INDEX IF NOT EXISTS instances_capped ON instance_rows(file_id) WHERE {CAPPED_WHERE};
 CREATE TABLE IF NOT EXISTS details (
-    file_id INTEGER PRIMARY KEY REFERENCES instances(file_id) ON DELETE CASCADE,
+    file_id INTEGER PRIMARY KEY REFERENCES instance_rows(file_id) ON DELETE CASCADE,
     patient_name TEXT NOT NULL,
     birth_date TEXT NOT NULL,
     study_date TEXT NOT NULL,

@@ -34,6 +34,10 @@ WRITER_BUSY_TIMEOUT_MS = 30_000
 
 DigestFunction = Callable[[str], "str | None"]
 
+# The tables that number what many rows repeat: (table, column); schema.py.
+_UIDS = ("uids", "uid")
+_PATHS = ("edge_paths", "path")
+
 
 class IndexWriter(IndexReader):
     """The one writer. Batches are applied in ``BEGIN IMMEDIATE`` transactions.
@@ -68,6 +72,11 @@ class IndexWriter(IndexReader):
         super().__init__(path, _conn=conn)
         self._lock = threading.Lock()
         self._touched: set[str] = set()  # UIDs of what the batch being written changes
+        # (table, value) -> its number (``_number``), for the batch being written: files
+        # come series by series, so most rows find their three numbers here.
+        # Kept for one batch only, so that a rolled-back batch leaves no
+        # number behind that the table does not hold.
+        self._numbers: dict[tuple[str, str], int] = {}
 
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
@@ -94,6 +103,7 @@ class IndexWriter(IndexReader):
         with self._lock:
             conn = self._conn
             self._touched = set()  # logged with the batch (index.changes)
+            self._numbers = {}
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for path in removed:
@@ -154,7 +164,7 @@ class IndexWriter(IndexReader):
             return 0
         file_id = row[0]
         served = conn.execute(
-            "SELECT sop_uid FROM instances WHERE file_id = ? AND serving = 1", (file_id,)
+            "SELECT sop_uid FROM instance_rows WHERE file_id = ? AND serving = 1", (file_id,)
         ).fetchone()
         self._touched.update(changes.stored_values(conn, file_id))
         conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
@@ -166,17 +176,18 @@ class IndexWriter(IndexReader):
         """After the serving copy left, the oldest remaining copy serves the UID."""
         conn = self._conn
         row = conn.execute(
-            "SELECT min(file_id) FROM instances WHERE sop_uid = ? AND serving = 0", (sop_uid,)
+            "SELECT min(file_id) FROM instance_rows WHERE sop_uid = ? AND serving = 0",
+            (sop_uid,),
         ).fetchone()
         if row is None or row[0] is None:
             return
         promoted = row[0]
-        conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (promoted,))
+        conn.execute("UPDATE instance_rows SET serving = 1 WHERE file_id = ?", (promoted,))
         self._touched.update(changes.stored_values(conn, promoted))
         # Remaining copies are compared with the promoted one, not the one that left.
         conn.execute("DELETE FROM conflicts WHERE sop_uid = ?", (sop_uid,))
         others = conn.execute(
-            "SELECT file_id FROM instances WHERE sop_uid = ? AND serving = 0 AND file_id != ? "
+            "SELECT file_id FROM instance_rows WHERE sop_uid = ? AND serving = 0 AND file_id != ? "
             "ORDER BY file_id",
             (sop_uid, promoted),
         ).fetchall()
@@ -210,13 +221,13 @@ class IndexWriter(IndexReader):
             # keeps its place in "first copy serves" order.
             file_id = row[0]
             old = conn.execute(
-                "SELECT sop_uid, serving FROM instances WHERE file_id = ?", (file_id,)
+                "SELECT sop_uid, serving FROM instance_rows WHERE file_id = ?", (file_id,)
             ).fetchone()
             if old is not None and old[1]:
                 previously_served = old[0]
             self._touched.update(changes.stored_values(conn, file_id))
-            conn.execute("DELETE FROM instances WHERE file_id = ?", (file_id,))
-            conn.execute("DELETE FROM edges WHERE file_id = ?", (file_id,))
+            conn.execute("DELETE FROM instance_rows WHERE file_id = ?", (file_id,))
+            conn.execute("DELETE FROM edge_rows WHERE file_id = ?", (file_id,))
             conn.execute(
                 "DELETE FROM conflicts WHERE other_file_id = ? OR kept_file_id = ?",
                 (file_id, file_id),
@@ -238,8 +249,8 @@ class IndexWriter(IndexReader):
         # with no duplicate to record (one row write instead of two).
         alone = (
             conn.execute(
-                "SELECT 1 FROM instances WHERE sop_uid = ? AND serving = 1 UNION ALL "
-                "SELECT 1 FROM instances WHERE sop_uid = ? AND serving = 0 LIMIT 1",
+                "SELECT 1 FROM instance_rows WHERE sop_uid = ? AND serving = 1 UNION ALL "
+                "SELECT 1 FROM instance_rows WHERE sop_uid = ? AND serving = 0 LIMIT 1",
                 (uid, uid),
             ).fetchone()
             is None
@@ -263,8 +274,8 @@ class IndexWriter(IndexReader):
         )
         self._touched.update(e.target_uid for e in inst.edges)
         conn.execute(
-            "INSERT INTO instances(file_id, sop_uid, serving, sop_class, modality, patient_id, "
-            "study_uid, series_uid, for_uid, label, dose_summation_type, series_description, "
+            "INSERT INTO instance_rows(file_id, sop_uid, serving, sop_class, modality, patient_id, "
+            "study_id, series_id, for_id, label, dose_summation_type, series_description, "
             "instance_number, plan_intent, transfer_syntax, uid_safe, flags) "
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -274,9 +285,9 @@ class IndexWriter(IndexReader):
                 inst.sop_class_uid,
                 inst.modality,
                 inst.patient_id,
-                inst.study_uid,
-                inst.series_uid,
-                inst.frame_of_reference_uid,
+                self._number(inst.study_uid),
+                self._number(inst.series_uid),
+                self._number(inst.frame_of_reference_uid),
                 inst.label,
                 inst.dose_summation_type,
                 inst.series_description,
@@ -316,24 +327,40 @@ class IndexWriter(IndexReader):
         )
         if inst.edges:
             conn.executemany(
-                "INSERT INTO edges(file_id, src_uid, target_uid, level, role, path, class_hint, "
-                "qualifiers, study_uid, series_uid) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO edge_rows(file_id, target_uid, level, role, path_id, class_hint, "
+                "qualifiers, study_id, series_id) VALUES (?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         file_id,
-                        inst.sop_instance_uid,
                         e.target_uid,
                         e.level.value,
                         e.role.value,
-                        e.path,
+                        self._number(e.path, _PATHS),
                         e.class_hint,
                         json.dumps(e.qualifiers),
-                        e.study_uid,
-                        e.series_uid,
+                        self._number(e.study_uid),
+                        self._number(e.series_uid),
                     )
                     for e in inst.edges
                 ],
             )
+
+    def _number(self, value: str, table: tuple[str, str] = _UIDS) -> int:
+        """The number of a UID in ``uids`` (or of an attribute path), given on first use."""
+        key = (table[0], value)
+        number = self._numbers.get(key)
+        if number is None:
+            name, column = table
+            conn = self._conn
+            row = conn.execute(f"SELECT id FROM {name} WHERE {column} = ?", (value,)).fetchone()
+            if row is not None:
+                number = int(row[0])
+            else:
+                added = conn.execute(f"INSERT INTO {name}({column}) VALUES (?)", (value,))
+                assert added.lastrowid is not None
+                number = added.lastrowid
+            self._numbers[key] = number
+        return number
 
     def _settle_serving(
         self,
@@ -346,16 +373,16 @@ class IndexWriter(IndexReader):
         """Decide whether the new row serves its UID and record every duplicate."""
         conn = self._conn
         current = conn.execute(
-            "SELECT file_id FROM instances WHERE sop_uid = ? AND serving = 1", (sop_uid,)
+            "SELECT file_id FROM instance_rows WHERE sop_uid = ? AND serving = 1", (sop_uid,)
         ).fetchone()
         if current is not None:
             # The copy that got the UID first keeps it, whatever its file id.
             self._record_duplicate(sop_uid, current[0], file_id, digest, stats)
             return
-        conn.execute("UPDATE instances SET serving = 1 WHERE file_id = ?", (file_id,))
+        conn.execute("UPDATE instance_rows SET serving = 1 WHERE file_id = ?", (file_id,))
         # A rewrite in place of the serving copy: older copies are compared anew.
         others = conn.execute(
-            "SELECT file_id FROM instances WHERE sop_uid = ? AND serving = 0 AND file_id != ? "
+            "SELECT file_id FROM instance_rows WHERE sop_uid = ? AND serving = 0 AND file_id != ? "
             "ORDER BY file_id",
             (sop_uid, file_id),
         ).fetchall()

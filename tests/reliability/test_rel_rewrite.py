@@ -17,6 +17,7 @@ import pytest
 from conftest import index_folders
 from fuse_helpers import mounted, require_fuse
 from rel_helpers import write_ct_copies
+from schema_helpers import downgrade_to_schema_6
 
 from dicomfs.errors import IndexCorruptError
 from dicomfs.index import SCHEMA_VERSION, IndexReader, IndexWriter
@@ -88,6 +89,7 @@ def test_an_index_of_schema_1_is_upgraded_and_every_file_reparsed_once(tmp_path:
     idx = tmp_path / "index.sqlite"
     index_folders(idx, [tmp_path / "src"], 1)
     # Make it what dicomfs 0.1.0 wrote: no ctime column, schema version 1.
+    downgrade_to_schema_6(idx)
     conn = sqlite3.connect(idx)
     conn.execute("ALTER TABLE files DROP COLUMN ctime_ns")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")

@@ -84,8 +84,8 @@ _PLAN_MARKS = ",".join("?" * len(PLAN_CLASSES))
 # p(id): every patient ID with a serving instance, one seek of instances_patient each.
 _PATIENT_IDS = (
     "WITH RECURSIVE p(id) AS ("
-    " SELECT min(patient_id) FROM instances WHERE serving = 1"
-    " UNION ALL SELECT (SELECT min(patient_id) FROM instances"
+    " SELECT min(patient_id) FROM instance_rows WHERE serving = 1"
+    " UNION ALL SELECT (SELECT min(patient_id) FROM instance_rows"
     "  WHERE serving = 1 AND patient_id > p.id) FROM p WHERE p.id IS NOT NULL)"
 )
 
@@ -99,7 +99,7 @@ def patients(reader: IndexReader) -> list[PatientRow]:
     """Every patient ID with a serving instance, sorted, with its first-indexed instance's name."""
     rows = reader.rows(
         f"{_PATIENT_IDS}, first(id, file_id) AS ("
-        " SELECT id, (SELECT file_id FROM instances WHERE serving = 1 AND patient_id = p.id"
+        " SELECT id, (SELECT file_id FROM instance_rows WHERE serving = 1 AND patient_id = p.id"
         "  ORDER BY file_id LIMIT 1) FROM p WHERE id IS NOT NULL"
         ") SELECT first.id, d.patient_name, f.path FROM first"
         " JOIN details d ON d.file_id = first.file_id JOIN files f ON f.id = first.file_id"
@@ -111,7 +111,8 @@ def patients(reader: IndexReader) -> list[PatientRow]:
 def patient_exists(reader: IndexReader, patient_id: str) -> bool:
     return bool(
         reader.rows(
-            "SELECT 1 FROM instances WHERE serving = 1 AND patient_id = ? LIMIT 1", (patient_id,)
+            "SELECT 1 FROM instance_rows WHERE serving = 1 AND patient_id = ? LIMIT 1",
+            (patient_id,),
         )
     )
 

@@ -268,7 +268,7 @@ def _group_hit(reader: IndexReader, level: str, key: tuple[str, ...]) -> Hit | N
     date, params = "d.study_date", list(key)
     if level == "patient":  # the latest study
         date = (
-            "(SELECT max(d2.study_date) FROM instances i2 JOIN details d2 "
+            "(SELECT max(d2.study_date) FROM instance_rows i2 JOIN details d2 "
             "ON d2.file_id = i2.file_id WHERE i2.serving = 1 AND i2.patient_id = ?)"
         )
         params.insert(0, key[0])
@@ -419,7 +419,7 @@ def _row_range(reader: IndexReader, ids: list[str]) -> tuple[int, int]:
     """The first and last row of these patients' instances: bounds their full-text scan."""
     params: list[Any] = []
     rows = reader.rows(
-        "SELECT min(file_id), max(file_id) FROM instances "
+        "SELECT min(file_id), max(file_id) FROM instance_rows "
         f"WHERE serving = 1 AND {_member('patient_id', ids, params)}",
         params,
     )

@@ -285,6 +285,7 @@ class Ingest:
         for root in self.roots:
             if root not in present:
                 self._alarm(f"source folder {root} is missing: keeping its indexed files")
+        self._looker.keep_vanished = len(present) < len(self.roots)
         if not present:
             return
         log.info("reconcile started (%s)", reason)
@@ -310,6 +311,7 @@ class Ingest:
         self.last_reconcile_at = time.time()
         if report.mass_loss_alarm:
             self._alarm(report.mass_loss_alarm)
+            self._looker.keep_vanished = True
         log.info(
             "reconcile (%s) done in %.1f s: %d files seen, %d unchanged, %d indexed, "
             "%d rejected, %d removed",

@@ -70,6 +70,7 @@ class Counters:
     indexed: int = 0
     rejected: int = 0
     removed: int = 0
+    kept: int = 0  # vanished files not removed while a mass-loss alarm stands
     batches: int = 0
     reconciles: int = 0
     errors: int = 0

@@ -77,6 +77,12 @@ class Looker:
         self.batch_size = batch_size
         self.workers = workers
         self.pool = pool
+        # Set by the ingest while its last reconcile raised the mass-loss alarm
+        # (or a source folder is missing): a vanished file is then kept, as the
+        # reconcile keeps it. Otherwise reads through the mount, each of which
+        # has the file looked at again (C5), would de-index an unmounted
+        # volume one file at a time.
+        self.keep_vanished = False
 
     def run_round(self, entries: list[tuple[str, Entry]], writer: IndexWriter) -> None:
         """Look at every due path, then parse and write, batch by batch."""
@@ -212,7 +218,7 @@ class Looker:
         for specials in chunks(work.specials.values(), self.batch_size):
             self._apply(work, specials, [])
         batch: list[FileResult] = []
-        removed = list(dict.fromkeys(work.removed))
+        removed = self._removable(work.removed)
         # A file looked at twice in one round (its own event and its folder's walk) is parsed once.
         to_parse = list(dict.fromkeys(work.to_parse))
         results = scan.parse_many(to_parse, self.workers, self.pool) if to_parse else iter(())
@@ -221,7 +227,7 @@ class Looker:
             if result is None:
                 # Vanished or no longer a regular file between the look and the open.
                 if work.writer.file_key(path) is not None:
-                    removed.append(path)
+                    removed += self._removable([path])
             elif not self._retry_truncated(result):
                 batch.append(result)
             if len(batch) >= self.batch_size:
@@ -232,6 +238,19 @@ class Looker:
             self._apply(work, batch, removed[: self.batch_size])
             del removed[: self.batch_size]
             batch = []
+
+    def _removable(self, paths: list[str]) -> list[str]:
+        """``paths`` once each, or none while vanished files are kept (``keep_vanished``)."""
+        if not self.keep_vanished:
+            return list(dict.fromkeys(paths))
+        if paths:
+            self.counters.kept += len(paths)
+            log.warning(
+                "keeping %d vanished file(s) in the index while the mass-loss alarm stands; "
+                "the next reconcile decides",
+                len(paths),
+            )
+        return []
 
     def _retry_truncated(self, item: FileResult) -> bool:
         """A truncated file that is still changing is being written: look again later.

@@ -88,6 +88,10 @@ def test_source_volume_unmounted_under_serve_keeps_the_index_and_alarms(base: Pa
             assert errno_of(lambda: (serve.mnt / "by-sop" / f"{uid}.dcm").read_bytes()) == (
                 errno.EIO
             )
+            # The failed open has the file looked at again (C5): it is gone, and
+            # kept while the alarm stands, not de-indexed one read at a time.
+            wait_for(lambda: serve.status()["ingest"]["kept"] >= 1, DEADLINE, "the look")
+            assert serve.status()["instances"] == len(files)
             assert serve.terminate() == 0
         assert "ALARM" in serve.log()
 

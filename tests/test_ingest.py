@@ -22,7 +22,7 @@ from pydicom import dcmread
 
 from dicomfs.demo import write_ct_series
 from dicomfs.index import IndexReader, IndexWriter
-from dicomfs.live import rounds, scan
+from dicomfs.live import rounds, scan, sources
 from dicomfs.live.ingest import Ingest
 from dicomfs.live.pending import FILE, Counters, PendingQueue, settled
 from dicomfs.service.config import Settings
@@ -353,6 +353,36 @@ def test_swapped_root_keeps_index_and_raises_alarm(
     shutil.copy(ct_files[45], fresh)
     live.wait_state(fresh, "indexed")
     assert live.instances() == count + 1
+
+
+def test_stopping_abandons_the_walk_of_an_unchanged_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged tree yields nothing to parse, so the stop is checked folder by folder.
+
+    At ten million files that walk takes minutes, longer than systemd waits
+    for a stop (TimeoutStopSec=60).
+    """
+    running = start_live(tmp_path)
+    folders = 30
+    for i in range(folders):
+        (running.root / f"d{i:02}").mkdir()
+    listed: list[bytes] = []
+    real_listing = sources._listing
+
+    def listing(folder: bytes, unreadable: list[str]) -> list[tuple[bytes, os.stat_result]]:
+        listed.append(folder)
+        if len(listed) == 5:  # in the middle of the walk: the daemon is told to stop
+            wait_for(lambda: running.ingest._queue.stopping, DEADLINE, "the stop")
+        return real_listing(folder, unreadable)
+
+    monkeypatch.setattr(sources, "_listing", listing)
+    reconciles = running.ingest.counters.reconciles
+    running.ingest.request_reconcile("test")
+    wait_for(lambda: len(listed) >= 5, DEADLINE, "the walk")
+    stop_live(running)
+    assert len(listed) == 5  # not the other 26 folders
+    assert running.ingest.counters.reconciles == reconciles
 
 
 def test_poll_mode_finds_files_by_periodic_reconcile(tmp_path: Path, ct_files: list[Path]) -> None:

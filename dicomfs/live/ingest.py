@@ -290,9 +290,14 @@ class Ingest:
             return
         log.info("reconcile started (%s)", reason)
 
-        def report_progress(done: int, total: int, rejected: int) -> None:
+        def check() -> None:
+            # An unchanged tree of ten million files takes minutes to walk;
+            # systemd's TimeoutStopSec is 60 s.
             if self._queue.stopping:
                 raise _Stopping
+
+        def report_progress(done: int, total: int, rejected: int) -> None:
+            check()
             if progress is not None:
                 progress(done, total, rejected)
 
@@ -304,6 +309,7 @@ class Ingest:
             progress=report_progress,
             pool=self._pool,
             first=self._first,
+            check=check,
         )
         self._first = set()
         self.counters.reconciles += 1

@@ -346,6 +346,7 @@ def reconcile(
     remove_vanished: bool = True,
     pool: ParserPool | None = None,
     first: Collection[str] = (),
+    check: Callable[[], None] | None = None,
 ) -> ScanReport:
     """Bring the index level with the source folders; the work of ``dicomfs index``.
 
@@ -354,6 +355,8 @@ def reconcile(
     old index, so they keep serving (reliability.md C2). Paths come only from
     the walk; ``first`` only orders them. A reconcile that completes also
     completes a rebuild: the index's rebuild mark is cleared (E6).
+    ``check`` is called before each folder of the walk and ``progress``
+    after each parsed batch; either may raise to abandon the reconcile.
     """
     started = time.monotonic()
     root_list = normalize_roots(roots)
@@ -365,7 +368,7 @@ def reconcile(
     with Spool[tuple[bool, int, str]](folder) as changed, Spool[str](folder) as gone:
         specials: list[FileResult] = []
         known = 0  # indexed files under the roots that differ; the others are in tally
-        tally = Tally()
+        tally = Tally(check=check)
         for root in root_list:
             for path, st, key in compare(writer, root, report.unreadable_dirs, tally):
                 known += key is not None

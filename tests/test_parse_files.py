@@ -67,6 +67,8 @@ def test_non_utf8_file_name(tmp_path: Path) -> None:
     assert result is not None
     assert result.stat.path == path
     assert isinstance(result.result, Instance)
+    # As a parse worker sends it back (records.Record: pickled as its fields).
+    assert pickle.loads(pickle.dumps(result)) == result
 
 
 def test_fifo_is_not_regular_and_never_blocks(tmp_path: Path) -> None:

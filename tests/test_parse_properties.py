@@ -7,6 +7,7 @@ corpus.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -78,3 +79,5 @@ def test_mutated_real_files_end_in_a_record_or_rejection(
     if isinstance(result, Instance):
         assert result.sop_instance_uid
         assert all(e.target_uid for e in result.edges)
+    # Whatever came out crosses from a parse worker unchanged (records.Record).
+    assert pickle.loads(pickle.dumps(result)) == result

@@ -285,8 +285,9 @@ class Ingest:
         for root in self.roots:
             if root not in present:
                 self._alarm(f"source folder {root} is missing: keeping its indexed files")
-        self._looker.keep_vanished = len(present) < len(self.roots)
+        missing = len(present) < len(self.roots)
         if not present:
+            self._looker.keep_vanished = True
             return
         log.info("reconcile started (%s)", reason)
 
@@ -317,7 +318,9 @@ class Ingest:
         self.last_reconcile_at = time.time()
         if report.mass_loss_alarm:
             self._alarm(report.mass_loss_alarm)
-            self._looker.keep_vanished = True
+        # Until the next reconcile completes: one that fails or is stopped
+        # leaves the rule as the last complete one set it.
+        self._looker.keep_vanished = missing or bool(report.mass_loss_alarm)
         log.info(
             "reconcile (%s) done in %.1f s: %d files seen, %d unchanged, %d indexed, "
             "%d rejected, %d removed",

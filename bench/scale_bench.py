@@ -321,9 +321,11 @@ def serving(
 ) -> Iterator[subprocess.Popen[bytes]]:
     mnt.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
+        # No periodic reconcile: at 10M one walks for five minutes every ten,
+        # under whichever measure is running then (it overlapped `find` once).
         proc = subprocess.Popen(
             [PYTHON, "-m", "dicomfs", "serve", *map(str, sources), "--mount", str(mnt),
-             "--index", str(index), "--names", "uid"],
+             "--index", str(index), "--names", "uid", "--reconcile-interval", "86400"],
             stdout=out, stderr=out, cwd=ROOT,
         )  # fmt: skip
     try:

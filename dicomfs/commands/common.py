@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dicomfs.index import IndexReader, default_index_path
+from dicomfs.index import IndexReader, default_index_path, is_url
 from dicomfs.view.paths import NAMES
 from dicomfs.view.tree import View
 
@@ -45,12 +45,12 @@ def add_names_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--names", choices=NAMES, default="id", help=f"as the mount's setting: {what}")
 
 
-def index_path(args: argparse.Namespace) -> Path:
-    """--index, then DICOMFS_INDEX, then the user's data directory."""
-    if getattr(args, "index", None):
-        return Path(args.index)
-    env = os.environ.get("DICOMFS_INDEX")
-    return Path(env) if env else default_index_path()
+def index_path(args: argparse.Namespace) -> Path | str:
+    """--index, then DICOMFS_INDEX, then the user's data directory: a file, or a database URL."""
+    given = getattr(args, "index", None) or os.environ.get("DICOMFS_INDEX")
+    if not given:
+        return default_index_path()
+    return str(given) if is_url(given) else Path(given)
 
 
 def open_reader(args: argparse.Namespace) -> IndexReader:

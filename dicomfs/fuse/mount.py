@@ -35,7 +35,7 @@ from typing import Any
 
 from dicomfs.errors import MountError
 from dicomfs.fuse.caller import can_switch
-from dicomfs.index import IndexReader, default_index_path
+from dicomfs.index import IndexReader, as_target, default_index_path
 from dicomfs.view.paths import NAMES, default_names
 from dicomfs.view.tree import View
 
@@ -189,7 +189,7 @@ class _Runner:
 
 def run_mount(
     mountpoint: Path,
-    index_path: Path,
+    index_path: Path | str,
     *,
     allow_other: bool = False,
     group: str | None = None,
@@ -230,7 +230,7 @@ def run_mount(
     mountpoint = Path(os.path.abspath(mountpoint))
     # Readers are opened later, from FUSE threads, after libfuse may have
     # changed the working directory: a relative index path would not resolve.
-    index_path = Path(os.path.abspath(index_path))
+    index_path = as_target(index_path)
     _check_mountpoint(mountpoint)
     gid = _group_id(group)
     if allow_other and (part10 or not symlinks) and not can_switch():
@@ -251,7 +251,8 @@ def run_mount(
             "run as root or grant them, or keep names = 'uid'"
         )
     IndexReader(index_path).close()  # fail now with the index's own message
-    space_paths = tuple(os.path.abspath(s) for s in sources) or (str(index_path.parent),)
+    beside = index_path.parent if isinstance(index_path, Path) else Path.home()
+    space_paths = tuple(os.path.abspath(s) for s in sources) or (str(beside),)
     if not foreground:
         return _spawn_background(
             mountpoint, index_path, allow_other, group, symlinks, sources, names, part10
@@ -351,7 +352,7 @@ def _restore_signal_handlers(previous: dict[int, object]) -> None:
 
 def _spawn_background(
     mountpoint: Path,
-    index_path: Path,
+    index_path: Path | str,
     allow_other: bool,
     group: str | None,
     symlinks: bool,
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m dicomfs.fuse.mount MOUNTPOINT [--index PATH]``: tests, background mounts."""
     parser = argparse.ArgumentParser(prog="python -m dicomfs.fuse.mount")
     parser.add_argument("mountpoint", type=Path)
-    parser.add_argument("--index", type=Path, default=None)
+    parser.add_argument("--index", type=as_target, default=None)
     parser.add_argument("--allow-other", action="store_true")
     parser.add_argument("--symlinks", action="store_true")
     parser.add_argument("--group", default=None)

@@ -10,8 +10,9 @@ everything above reads the index through the names exported here and
 """
 
 from dicomfs.index.changes import Changes, Depends
+from dicomfs.index.database import as_target, default_index_path, is_url
 from dicomfs.index.reader import IndexReader
-from dicomfs.index.recovery import default_index_path, is_damage, is_disk_full, set_aside
+from dicomfs.index.recovery import is_damage, is_disk_full, set_aside
 from dicomfs.index.rows import (
     ApplyStats,
     ConflictRow,
@@ -39,8 +40,10 @@ __all__ = [
     "InstanceRow",
     "ListingRow",
     "RejectedRow",
+    "as_target",
     "default_index_path",
     "is_damage",
     "is_disk_full",
+    "is_url",
     "set_aside",
 ]

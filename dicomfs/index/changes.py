@@ -30,12 +30,13 @@ instance, dropped as the log rolls.
 
 from __future__ import annotations
 
-import sqlite3
 import zlib
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
+
+from dicomfs.index.database import Connection
 
 KEPT_ROWS = 1024  # batches
 KEPT_BYTES = 4 << 20  # compressed: about 300,000 instances of a bulk index
@@ -51,12 +52,11 @@ def decode(blob: bytes) -> frozenset[str]:
     return frozenset(text.split("\n")) if text else frozenset()
 
 
-def record(
-    conn: sqlite3.Connection, previous: int | None, generation: int, values: set[str]
-) -> None:
+def record(conn: Connection, previous: int | None, generation: int, values: set[str]) -> None:
     """Log one batch (inside its transaction) and drop the oldest rows past the bounds."""
     conn.execute(
-        "INSERT OR REPLACE INTO changes(generation, previous, uids) VALUES (?, ?, ?)",
+        "INSERT INTO changes(generation, previous, uids) VALUES (?, ?, ?) ON CONFLICT(generation) "
+        "DO UPDATE SET previous = excluded.previous, uids = excluded.uids",
         (generation, previous, encode(values)),
     )
     total, cut = 0, None
@@ -70,7 +70,7 @@ def record(
         conn.execute("DELETE FROM changes WHERE generation <= ?", (cut,))
 
 
-def stored_values(conn: sqlite3.Connection, file_id: int) -> list[str]:
+def stored_values(conn: Connection, file_id: int) -> list[str]:
     """What is logged of the instance stored for ``file_id`` (before it goes, or once promoted)."""
     row = conn.execute(
         "SELECT sop_uid, sop_class, series_uid, study_uid, for_uid FROM instances "

@@ -1,18 +1,13 @@
 """Read-only access to the index: every query the view, graph and commands ask.
 
-A reader owns one read-only SQLite connection in autocommit mode, so each
-query is a single statement and no read transaction outlives a call to pin
-the writer's WAL (reliability.md E5). WAL lets readers go on reading while
-the one writer (``dicomfs.index.writer``) writes. Readers also notice when
-the index file they opened has been replaced, so the mount can reopen, and
-whether it is an index still being rebuilt (``rebuilding_since``).
-
-An index on read-only media (a snapshot, a DVD, a read-only bind mount)
-cannot be opened like one a writer may change: SQLite must create the
-``-shm`` file of a WAL database beside it. Such an index is read with
-``immutable=1`` instead; any other failure to open it is said as what it is
-(permission denied, a folder the reader may not write in), never as "not a
-dicomfs index".
+A reader owns one read-only connection in autocommit mode, so each query
+is a single statement and no read transaction outlives a call to pin the
+writer's WAL (reliability.md E5). WAL lets readers go on reading while the
+one writer (``dicomfs.index.writer``) writes. Readers also notice when the
+index file they opened has been replaced, so the mount can reopen, and
+whether it is an index still being rebuilt (``rebuilding_since``). How an
+index file is opened read-only is ``opening``'s; a PostgreSQL index
+(``database``) is opened here, with the same queries.
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -28,7 +22,10 @@ from typing import Any, cast
 
 from dicomfs.dicom.records import ChangeKey
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
+from dicomfs.index import postgres
 from dicomfs.index.changes import Changes, Recorded, between
+from dicomfs.index.database import Connection, PgConnection, errors, is_postgres, is_url, shown
+from dicomfs.index.opening import open_read_only
 from dicomfs.index.rows import (
     EDGE_COLUMNS,
     INSTANCE_COLUMNS,
@@ -56,109 +53,6 @@ log = logging.getLogger(__name__)
 # that once saw it empty may rely on that for the file it has open.
 REBUILDING = "rebuilding"
 
-# Primary result codes (sqlite3.h) of a file that could not be opened, as
-# opposed to one that is not a database: permission, read-only, cannot open.
-_SQLITE_PERM = 3
-_SQLITE_READONLY = 8
-_SQLITE_CANTOPEN = 14
-_ACCESS_CODES = (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CANTOPEN)
-_BUSY_TIMEOUT = 5.0
-
-
-def _connect(path: Path, query: str) -> sqlite3.Connection:
-    """A read-only connection to a checked index (SQLite opens the file at the first query)."""
-    conn = sqlite3.connect(
-        f"{path.resolve().as_uri()}?{query}",
-        uri=True,
-        check_same_thread=False,
-        isolation_level=None,
-        timeout=_BUSY_TIMEOUT,
-    )
-    try:
-        conn.execute("PRAGMA query_only = 1")
-        check_schema(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _is_access_error(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _ACCESS_CODES
-
-
-def _on_read_only_media(path: Path) -> bool:
-    """True when the filesystem holding ``path`` is mounted read-only (ST_RDONLY)."""
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    """``mode=ro``; on read-only media ``immutable=1``; else an error that says why.
-
-    A WAL database needs its ``-shm`` file. On read-only media nobody can
-    create it, so when it is missing the database is read as immutable: no
-    locks, no WAL; correct because nothing can change the file there (a
-    ``-wal`` left beside it cannot be read without its ``-shm`` and is
-    reported). Elsewhere a missing right is the user's to fix: say which.
-    Failures that are not about access (not a database, another schema,
-    damaged) keep the schema check's message, which says what the file is.
-    """
-    try:
-        return _connect(path, "mode=ro")
-    except (sqlite3.Error, IndexCorruptError) as exc:
-        cause = exc.__cause__ if isinstance(exc, IndexCorruptError) else exc
-        if not (isinstance(cause, sqlite3.Error) and _is_access_error(cause)):
-            raise
-        if not os.access(path, os.R_OK):
-            raise IndexUnavailableError(_permission_denied(path)) from exc
-        if not (_on_read_only_media(path) or _on_read_only_media(path.parent)):
-            raise IndexUnavailableError(_cannot_open(path, cause)) from exc
-    try:
-        conn = _connect(path, "immutable=1")
-    except sqlite3.Error as exc:
-        raise IndexUnavailableError(
-            f"cannot read the index {path} on read-only media: {exc}"
-        ) from exc
-    log.info("the index %s is on read-only media: read as immutable", path)
-    wal = Path(f"{path}-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        log.warning(
-            "%s holds changes that cannot be read on read-only media without %s-shm: "
-            "the index is read as of its last checkpoint",
-            wal,
-            path.name,
-        )
-    return conn
-
-
-def _permission_denied(path: Path) -> str:
-    st = path.stat()
-    try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        owner = str(st.st_uid)
-    return (
-        f"cannot read the index {path}: permission denied (owner {owner}, mode "
-        f"{st.st_mode & 0o7777:04o}; the index holds patient IDs, so it is private to the "
-        "user that writes it): run this as that user, or read the data through the mount"
-    )
-
-
-def _cannot_open(path: Path, exc: sqlite3.Error) -> str:
-    folder = path.parent
-    shm = Path(f"{path}-shm")
-    if not shm.exists() and not os.access(folder, os.W_OK | os.X_OK):
-        return (
-            f"cannot read the index {path}: SQLite must create {shm.name} beside it to read "
-            f"it (WAL mode) and this user may not write in {folder}"
-        )
-    return f"cannot open the index {path} read-only: {exc}"
-
-
 # ``FileStat.change_key`` as ``change_key`` makes it (mode & 0o7777): a row is the key.
 _KEY_COLUMNS = "size, mtime_ns, inode, mode & 4095, uid, gid, ctime_ns"
 
@@ -185,18 +79,28 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 
 
 class IndexReader:
-    """Read-only queries. Open one per thread: sqlite3 connections are not shared.
+    """Read-only queries. Open one per thread: connections are not shared.
 
     Each query is a single statement in autocommit mode, so no read
     transaction outlives a call and pins the WAL (reliability.md E5).
+    ``path`` is the index file, None when the index is a PostgreSQL database
+    (``url``); ``location`` names either, for messages (no password).
     """
 
-    def __init__(self, path: Path | str, *, _conn: sqlite3.Connection | None = None) -> None:
-        # Absolute: the FUSE loop may change the working directory to "/".
-        self.path = Path(os.path.abspath(path))
+    path: Path | None
+    url: str | None
+
+    def __init__(self, path: Path | str, *, _conn: Connection | None = None) -> None:
         self._recorded: Recorded | None = None
         self._details_done = False
         self._can_remember_details = _conn is None
+        if is_url(path):
+            self._open_database(str(path), _conn)
+            return
+        # Absolute: the FUSE loop may change the working directory to "/".
+        self.path = Path(os.path.abspath(path))
+        self.url = None
+        self.location = str(self.path)
         if _conn is not None:
             self._conn = _conn
             self.identity = _file_identity(self.path)
@@ -207,10 +111,31 @@ class IndexReader:
                 "or point --index / DICOMFS_INDEX at an existing index"
             )
         try:
-            self._conn = _open_read_only(self.path)
+            self._conn = open_read_only(self.path)
             self.identity = _file_identity(self.path)
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(f"cannot read index {self.path}: {exc}") from exc
+
+    def _open_database(self, url: str, conn: Connection | None) -> None:
+        """A PostgreSQL index: no file to watch; the database is the same while it answers."""
+        self.path, self.url, self.location, self.identity = None, url, shown(url), None
+        if conn is None:
+            try:
+                conn = PgConnection(url, read_only=True, application="dicomfs reader")
+            except errors() as exc:
+                reason = f"cannot reach the index {self.location}: {exc}"
+                raise IndexUnavailableError(reason) from exc
+            try:
+                check_schema(conn, self.location)
+            except BaseException:
+                conn.close()
+                raise
+        self._conn = conn
+
+    @property
+    def target(self) -> Path | str:
+        """What opens this index again: the file's path or the database's URL."""
+        return self.path if self.path is not None else str(self.url)
 
     def close(self) -> None:
         self._conn.close()
@@ -220,8 +145,10 @@ class IndexReader:
 
         The index was deleted, replaced, or moved aside and rebuilt (see
         ``Ingest``): the connection would go on answering from the old file,
-        so readers reopen (reliability.md E6).
+        so readers reopen (reliability.md E6). A database is not replaced.
         """
+        if self.path is None:
+            return True
         return self.identity is not None and _file_identity(self.path) == self.identity
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -256,7 +183,12 @@ class IndexReader:
 
     @property
     def connection(self) -> sqlite3.Connection:
-        """The connection, for sqlite-utils' full-text search helpers (``search``)."""
+        """The SQLite connection, for sqlite-utils' full-text search helpers (``search``)."""
+        if not isinstance(self._conn, sqlite3.Connection):
+            raise IndexUnavailableError(
+                f"the index {self.location} is a PostgreSQL database: full-text search "
+                "(`dicomfs find` by name or text) needs an SQLite index for now"
+            )
         return self._conn
 
     def details_pending(self) -> bool:
@@ -306,7 +238,7 @@ class IndexReader:
         ]
 
     def all_instances(self) -> list[InstanceRow]:
-        return self._instances_where("1", ())
+        return self._instances_where("TRUE", ())
 
     def series_instances(self, series_uid: str) -> list[InstanceRow]:
         return self._instances_where("i.series_uid = ?", (series_uid,))
@@ -466,6 +398,10 @@ class IndexReader:
         return float(value) if value else None
 
     def status(self) -> IndexStatus:
+        if is_postgres(self._conn):
+            capped = f"instance_rows WHERE {postgres.CAPPED_WHERE}"
+        else:  # else SQLite may read every row
+            capped = f"instance_rows INDEXED BY instances_capped WHERE {CAPPED_WHERE}"
         counts = dict(
             self.rows(
                 "SELECT 'instances', count(*) FROM instance_rows WHERE serving = 1 "
@@ -476,8 +412,7 @@ class IndexReader:
                 "UNION ALL SELECT 'benign', count(*) FROM conflicts WHERE kind = 'benign' "
                 "UNION ALL SELECT 'plans', count(*) FROM instance_rows WHERE serving = 1 "
                 f"AND sop_class IN ({','.join(repr(c) for c in PLAN_CLASSES)}) "
-                "UNION ALL SELECT 'capped', count(*) FROM instance_rows INDEXED BY "
-                f"instances_capped WHERE {CAPPED_WHERE}"  # else SQLite may read every row
+                f"UNION ALL SELECT 'capped', count(*) FROM {capped}"
             )
         )
         last_scan = self.meta("last_scan")
@@ -491,7 +426,7 @@ class IndexReader:
             plans=counts["plans"],
             schema_version=SCHEMA_VERSION,
             last_scan=float(last_scan) if last_scan else None,
-            index_path=str(self.path),
+            index_path=self.location,
             capped_objects=counts["capped"],
             details_pending=self.details_pending(),
         )

@@ -143,9 +143,3 @@ def _prune_damaged(path: Path, keep: tuple[str, int]) -> None:
             path,
             KEEP_DAMAGED,
         )
-
-
-def default_index_path() -> Path:
-    """``$XDG_DATA_HOME/dicomfs/index.sqlite`` (``~/.local/share`` when unset)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
-    return Path(base) / "dicomfs" / "index.sqlite"

@@ -79,6 +79,7 @@ from pathlib import Path
 from dicomfs import __version__
 from dicomfs.dicom.records import EDGES_CAPPED
 from dicomfs.errors import IndexCorruptError
+from dicomfs.index.database import Connection, errors
 
 SCHEMA_VERSION = 7
 # Meta key moved by every batch that writes anything (``IndexWriter.apply``):
@@ -313,7 +314,7 @@ def ensure_search(conn: sqlite3.Connection) -> None:
     )
 
 
-def check_schema(conn: sqlite3.Connection, path: Path) -> None:
+def check_schema(conn: Connection, path: Path | str) -> None:
     """Refuse a file a reader cannot trust: not an index, or another schema version.
 
     Readers never create anything (their connection is read-only), so all
@@ -321,7 +322,7 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> None:
     """
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.DatabaseError as exc:
+    except errors() as exc:
         raise IndexCorruptError(f"{path} is not a dicomfs index ({exc})") from exc
     if row is None or int(row[0]) != SCHEMA_VERSION:
         found = row[0] if row else "none"

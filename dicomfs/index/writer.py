@@ -3,7 +3,9 @@
 Concurrency (reliability.md E): one writer, every batch in one
 ``BEGIN IMMEDIATE`` transaction, so a second writer (another ``dicomfs
 index``) waits instead of failing; readers open their own read-only
-connections. The writer also enforces the duplicate rule: the copy of a
+connections. In a PostgreSQL index the batch holds an advisory lock
+instead (``postgres.begin_write``), which serializes the writers of every
+host alike. The writer also enforces the duplicate rule: the copy of a
 SOP Instance UID indexed first serves it, later copies are recorded as
 benign (identical bytes) or conflicts, and the oldest remaining copy is
 promoted when the serving one leaves.
@@ -20,8 +22,16 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from dicomfs.dicom.records import FileResult, FileStat, Instance
-from dicomfs.errors import IndexCorruptError
-from dicomfs.index import changes
+from dicomfs.errors import IndexCorruptError, IndexUnavailableError
+from dicomfs.index import changes, postgres
+from dicomfs.index.database import (
+    Connection,
+    PgConnection,
+    default_index_path,
+    errors,
+    is_url,
+    shown,
+)
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.rows import ApplyStats, decode_path
 from dicomfs.index.schema import GENERATION, create_or_check_schema, ensure_search
@@ -37,6 +47,10 @@ DigestFunction = Callable[[str], "str | None"]
 # The tables that number what many rows repeat: (table, column); schema.py.
 _UIDS = ("uids", "uid")
 _PATHS = ("edge_paths", "path")
+_SET_META = (
+    "INSERT INTO meta(key, value) VALUES (?, ?) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
 
 
 class IndexWriter(IndexReader):
@@ -47,28 +61,7 @@ class IndexWriter(IndexReader):
     """
 
     def __init__(self, path: Path | str) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            # Created 0600 before SQLite touches it: the index holds patient IDs.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
-        try:
-            conn = sqlite3.connect(
-                str(path),
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=WRITER_BUSY_TIMEOUT_MS / 1000,
-            )
-            conn.execute("PRAGMA journal_mode = WAL")
-            # Derived data: NORMAL may lose the last commits on power loss but
-            # stays consistent; the reconcile scan restores them (reliability.md E4).
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            create_or_check_schema(conn)
-            ensure_search(conn)
-        except sqlite3.DatabaseError as exc:
-            raise IndexCorruptError(f"cannot open index {path} for writing: {exc}") from exc
+        conn = _connect_database(str(path)) if is_url(path) else _connect_file(Path(path))
         super().__init__(path, _conn=conn)
         self._lock = threading.Lock()
         self._touched: set[str] = set()  # UIDs of what the batch being written changes
@@ -78,13 +71,19 @@ class IndexWriter(IndexReader):
         # number behind that the table does not hold.
         self._numbers: dict[tuple[str, str], int] = {}
 
+    @property
+    def work_folder(self) -> str:
+        """Where scans spool lists too long for memory (``live.spool``): beside the index
+        file, or for a database the folder an SQLite index would be in, made private."""
+        if self.path is not None:
+            return str(self.path.parent)
+        folder = default_index_path().parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return str(folder)
+
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
-            self._conn.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            self._conn.execute(_SET_META, (key, value))
 
     def apply(
         self,
@@ -104,7 +103,10 @@ class IndexWriter(IndexReader):
             conn = self._conn
             self._touched = set()  # logged with the batch (index.changes)
             self._numbers = {}
-            conn.execute("BEGIN IMMEDIATE")
+            if self.path is None:
+                postgres.begin_write(conn)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
             try:
                 for path in removed:
                     stats.removed += self._remove(os.fsencode(path), digest)
@@ -120,11 +122,7 @@ class IndexWriter(IndexReader):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            try:
-                wal = os.path.getsize(f"{self.path}-wal")
-            except OSError:
-                wal = 0
-            if wal > WAL_LIMIT:
+            if self.path is not None and _wal_size(self.path) > WAL_LIMIT:
                 self._restart_wal()
         return stats
 
@@ -138,9 +136,7 @@ class IndexWriter(IndexReader):
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (GENERATION,)).fetchone()
         previous = int(row[0]) if row else None
         value = max(previous + 1 if previous is not None else 0, time.time_ns())
-        self._conn.execute(
-            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (GENERATION, str(value))
-        )
+        self._conn.execute(_SET_META, (GENERATION, str(value)))
         return previous, value
 
     def _restart_wal(self) -> None:
@@ -212,10 +208,10 @@ class IndexWriter(IndexReader):
         if row is None:
             file_id = conn.execute(
                 "INSERT INTO files(size, mtime_ns, inode, dev, uid, gid, mode, ctime_ns, state, "
-                "reject_kind, reason, indexed_at, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "reject_kind, reason, indexed_at, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "RETURNING id",
                 (*values, raw_path),
-            ).lastrowid
-            assert file_id is not None
+            ).fetchone()[0]
         else:
             # Same path, new content: keep the file id so a rewrite in place
             # keeps its place in "first copy serves" order.
@@ -356,9 +352,10 @@ class IndexWriter(IndexReader):
             if row is not None:
                 number = int(row[0])
             else:
-                added = conn.execute(f"INSERT INTO {name}({column}) VALUES (?)", (value,))
-                assert added.lastrowid is not None
-                number = added.lastrowid
+                added = conn.execute(
+                    f"INSERT INTO {name}({column}) VALUES (?) RETURNING id", (value,)
+                ).fetchone()
+                number = int(added[0])
             self._numbers[key] = number
         return number
 
@@ -427,5 +424,54 @@ class IndexWriter(IndexReader):
 
     def checkpoint(self) -> None:
         """Truncate the WAL when it grew: long scans would otherwise leave it large."""
+        if self.path is None:
+            return  # PostgreSQL checkpoints on its own
         with self._lock:
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _wal_size(path: Path) -> int:
+    try:
+        return os.path.getsize(f"{path}-wal")
+    except OSError:
+        return 0
+
+
+def _connect_file(path: Path) -> sqlite3.Connection:
+    """The writer's connection to an SQLite index, made private and in WAL mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Created 0600 before SQLite touches it: the index holds patient IDs.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    try:
+        conn = sqlite3.connect(
+            str(path),
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=WRITER_BUSY_TIMEOUT_MS / 1000,
+        )
+        conn.execute("PRAGMA journal_mode = WAL")
+        # Derived data: NORMAL may lose the last commits on power loss but
+        # stays consistent; the reconcile scan restores them (reliability.md E4).
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        create_or_check_schema(conn)
+        ensure_search(conn)
+    except sqlite3.DatabaseError as exc:
+        raise IndexCorruptError(f"cannot open index {path} for writing: {exc}") from exc
+    return conn
+
+
+def _connect_database(url: str) -> Connection:
+    """The writer's connection to a PostgreSQL index, its schema made or checked."""
+    try:
+        conn = PgConnection(url, read_only=False, application="dicomfs writer")
+    except errors() as exc:
+        raise IndexUnavailableError(f"cannot reach the index {shown(url)}: {exc}") from exc
+    try:
+        postgres.create_or_check(conn, shown(url))
+    except BaseException:
+        conn.close()
+        raise
+    return conn

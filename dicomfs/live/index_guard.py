@@ -49,7 +49,8 @@ class IndexGuard:
 
     def remember(self, writer: IndexWriter) -> None:
         """The index file as it is now is our own doing (called after each job)."""
-        self._seen = fingerprint(writer.path)
+        if writer.path is not None:  # a database has no file to watch
+            self._seen = fingerprint(writer.path)
 
     def damaged(self, exc: BaseException) -> None:
         """A write failed with SQLITE_CORRUPT/NOTADB: the next check rebuilds."""
@@ -58,6 +59,8 @@ class IndexGuard:
     @staticmethod
     def problem_at_start(writer: IndexWriter) -> str | None:
         """The index may have been damaged while nobody ran: check it once, fully."""
+        if writer.path is None:
+            return None  # PostgreSQL keeps its own files sound
         verdict = verify(writer.path)
         return None if verdict is None else f"is damaged ({verdict})"
 
@@ -66,6 +69,8 @@ class IndexGuard:
         if self._pending is not None:
             return self._pending
         path = writer.path
+        if path is None:
+            return None
         now = fingerprint(path)
         # Deletion and replacement are judged against the file the writer
         # opened, so one that happened during a job is not taken for our own.
@@ -88,6 +93,7 @@ class IndexGuard:
         next check tries again.
         """
         path = writer.path
+        assert path is not None, "only an index file is set aside and rebuilt"
         self._pending = problem
         self._alarm(f"the index {path} {problem}: rebuilding it from the source folders")
         self.served_copies = served_copies(writer)

@@ -364,7 +364,7 @@ def reconcile(
     workers = workers or default_workers()
     # Only what differs from the index is kept, in spools that go to disk past
     # a bound: (not first, mtime_ns, path) of each file to parse, the paths gone.
-    folder = os.path.dirname(writer.path)
+    folder = writer.work_folder
     with Spool[tuple[bool, int, str]](folder) as changed, Spool[str](folder) as gone:
         specials: list[FileResult] = []
         known = 0  # indexed files under the roots that differ; the others are in tally

@@ -156,7 +156,7 @@ def _rounds(session: PacsSession, plans: list[str]) -> None:
             break
 
 
-def index_store(index: Path, store: Path) -> None:
+def index_store(index: Path | str, store: Path) -> None:
     """Bring the index level with the store folder (the daemon may also be watching it)."""
     writer = IndexWriter(index)
     try:

@@ -63,7 +63,7 @@ class Need:
         return "/".join(sorted(self.modalities)) or "any"
 
 
-def plans_to_fetch(index: Path, plan_uids: Sequence[str] | None) -> list[str]:
+def plans_to_fetch(index: Path | str, plan_uids: Sequence[str] | None) -> list[str]:
     """The given plans (each must be an indexed plan), or every plan with something missing."""
     reader = IndexReader(index)
     try:
@@ -80,7 +80,7 @@ def plans_to_fetch(index: Path, plan_uids: Sequence[str] | None) -> list[str]:
         reader.close()
 
 
-def missing_for(index: Path, plans: Iterable[str]) -> dict[str, list[graph.MissingRef]]:
+def missing_for(index: Path | str, plans: Iterable[str]) -> dict[str, list[graph.MissingRef]]:
     """What each plan's package misses right now, per plan."""
     reader = IndexReader(index)
     try:
@@ -89,7 +89,9 @@ def missing_for(index: Path, plans: Iterable[str]) -> dict[str, list[graph.Missi
         reader.close()
 
 
-def needs_for(index: Path, plans: Sequence[str], attempted: set[tuple[str, str]]) -> list[Need]:
+def needs_for(
+    index: Path | str, plans: Sequence[str], attempted: set[tuple[str, str]]
+) -> list[Need]:
     """The missing references of ``plans`` not yet looked for, once each across plans.
 
     ``attempted`` holds (level, UID) of what earlier rounds looked for: a

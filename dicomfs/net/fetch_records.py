@@ -30,7 +30,7 @@ class FetchOptions:
     """
 
     store: Path
-    index: Path
+    index: Path | str
     our_ae: str = "DICOMFS"
     method: Method = "auto"
     move_port: int | None = None

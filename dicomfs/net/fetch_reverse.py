@@ -59,7 +59,7 @@ def search_studies(reader: IndexReader, plans: Iterable[str]) -> list[str]:
 
 
 def registration_needs(
-    index: Path, plans: Sequence[str], attempted: set[tuple[str, str]]
+    index: Path | str, plans: Sequence[str], attempted: set[tuple[str, str]]
 ) -> list[Need]:
     """The images the packages' registrations name but the index does not hold yet.
 
@@ -187,7 +187,9 @@ def listed_instances(matches: Iterable[Dataset], series: SeriesInfo) -> list[str
     return list(uids)
 
 
-def classify(index: Path, plans: Sequence[str], before: set[str], report: FetchReport) -> None:
+def classify(
+    index: Path | str, plans: Sequence[str], before: set[str], report: FetchReport
+) -> None:
     """Sort what was retrieved: brought into a package by the reverse search, or only looked at.
 
     ``before`` holds the package members from before the fetch; objects a
@@ -220,7 +222,7 @@ def package_members(reader: IndexReader, plan: str) -> list[graph.Member]:
     return [*pkg.references, *pkg.referenced_by, *pkg.registrations, *pkg.related]
 
 
-def member_uids(index: Path, plans: Sequence[str]) -> set[str]:
+def member_uids(index: Path | str, plans: Sequence[str]) -> set[str]:
     reader = IndexReader(index)
     try:
         return {m.sop_uid for plan in plans for m in package_members(reader, plan)}

@@ -129,7 +129,7 @@ class _Indexer:
     Used by ``dicomfs receive`` alone; under ``serve`` the watcher does this.
     """
 
-    def __init__(self, index: Path) -> None:
+    def __init__(self, index: Path | str) -> None:
         self.index = index
         self._queue: queue.Queue[Path | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="dicomfs-receive-index", daemon=True)
@@ -208,7 +208,7 @@ class ReceiverHandle:
         self.port: int = int(server.server_address[1])
 
     @property
-    def index(self) -> Path | None:
+    def index(self) -> Path | str | None:
         """The index stored files go into here (None: someone else indexes the store)."""
         return None if self._indexer is None else self._indexer.index
 
@@ -236,7 +236,7 @@ def start_receiver(
     bind: str = "127.0.0.1",
     allowed_callers: Sequence[str] = (),
     layout: Layout = "series",
-    index: Path | None = None,
+    index: Path | str | None = None,
     on_stored: Callable[[StoredObject], None] | None = None,
 ) -> ReceiverHandle:
     """Start listening (non-blocking) and return a handle; ``port=0`` picks a free port.

@@ -11,7 +11,10 @@
 #    acl (setfacl: the ACL tests),
 #    curl and openssl (a WebDAV client and self-signed certificates in tests),
 #    graphviz (dot: the tests draw `dicomfs graph` as SVG and PNG; optional at
-#    run time, where only --format svg/png needs it);
+#    run time, where only --format svg/png needs it), postgresql (the tests
+#    start private clusters with its initdb and pg_ctl; the packaged cluster
+#    is stopped and its service disabled; dicomfs itself needs only a server
+#    somewhere, reached with psycopg, which brings its own libpq);
 #  - a virtual environment in .venv with dicomfs installed in editable mode
 #    (with --test: pytest, hypothesis, ruff, mypy, webdav4);
 #  - with --test, .venv-dicompyler: dicompyler-core 0.5.6 with pydicom 2.4, since
@@ -29,7 +32,7 @@ with_test=0
 packages=(fuse3 libfuse3-3 python3-venv ca-certificates)
 [ $with_test = 1 ] && packages+=(dcmtk dicom3tools orthanc plastimatch systemd procps util-linux
                                   passwd samba smbclient cifs-utils iproute2 curl openssl acl
-                                  graphviz)
+                                  graphviz postgresql)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -58,6 +61,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     done
     for pidfile in /run/samba/smbd.pid /run/samba/nmbd.pid /run/samba/samba.pid; do
       if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" >/dev/null 2>&1 || true; fi
+    done
+  fi
+  # Tests start private PostgreSQL clusters on sockets of their own; the
+  # packaged cluster (made and started by the package) must not run.
+  if printf '%s\n' "${missing[@]}" | grep -qx postgresql; then
+    systemctl disable postgresql >/dev/null 2>&1 || true
+    systemctl stop postgresql >/dev/null 2>&1 || true
+    for conf in /etc/postgresql/*/*/postgresql.conf; do
+      [ -f "$conf" ] || continue
+      cluster="$(dirname "$conf")"
+      pg_ctlcluster "$(basename "$(dirname "$cluster")")" "$(basename "$cluster")" stop \
+        >/dev/null 2>&1 || true
     done
   fi
 fi

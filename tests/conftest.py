@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from pg_helpers import PgError, PrivateCluster, postgres_missing
 
 from dicomfs.index import IndexReader, IndexWriter
 
@@ -26,7 +28,48 @@ def demo_set(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     return write_demo(tmp_path_factory.mktemp("demo"), patients=2, hostile=True)
 
 
-def index_folders(path: Path, roots: Sequence[Path], workers: int) -> ScanReport:
+# The engines an index may live in (issue 17): tests of the index, the graph and
+# the view run on each through ``index_at`` or their own parametrized fixtures.
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PrivateCluster]:
+    """A private PostgreSQL cluster for the whole session (``pg_helpers``), never the system's.
+
+    In CI a cluster that cannot start fails the tests that need it; elsewhere they skip.
+    """
+    problem = postgres_missing()
+    cluster = None
+    if problem is None:
+        try:
+            cluster = PrivateCluster().start()
+        except PgError as exc:
+            problem = f"cannot start a private PostgreSQL cluster: {exc}"
+    if cluster is None:
+        assert problem is not None
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL tests must run in CI: {problem}")
+        pytest.skip(problem)
+    yield cluster
+    cluster.stop()
+
+
+def new_index(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where a new, empty index lives: a file under ``tmp_path``, or a new database."""
+    if backend == "sqlite":
+        return tmp_path / "idx" / "index.sqlite"
+    cluster: PrivateCluster = request.getfixturevalue("pg_cluster")
+    return cluster.database()
+
+
+@pytest.fixture(params=BACKENDS)
+def index_at(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A new index in each engine: the test runs once per backend."""
+    return new_index(request.param, tmp_path, request)
+
+
+def index_folders(path: Path | str, roots: Sequence[Path], workers: int) -> ScanReport:
     """Index ``roots`` into the index at ``path`` with the real scanner, as ``dicomfs index``."""
     from dicomfs.live.scan import reconcile
 
@@ -38,17 +81,17 @@ def index_folders(path: Path, roots: Sequence[Path], workers: int) -> ScanReport
 
 
 @pytest.fixture(scope="session")
-def build_index() -> Callable[[Path, Sequence[Path], int], ScanReport]:
+def build_index() -> Callable[[Path | str, Sequence[Path], int], ScanReport]:
     """``index_folders`` for index fixtures in every test folder (with ``workers`` > 1, a pool)."""
     return index_folders
 
 
 @pytest.fixture
-def open_reader() -> Iterator[Callable[[Path], IndexReader]]:
+def open_reader() -> Iterator[Callable[[Path | str], IndexReader]]:
     """Opens readers on index files; every reader opened is closed when the test ends."""
     opened: list[IndexReader] = []
 
-    def open_(path: Path) -> IndexReader:
+    def open_(path: Path | str) -> IndexReader:
         reader = IndexReader(path)
         opened.append(reader)
         return reader

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,8 +56,11 @@ def _generation(writer: IndexWriter) -> str:
 
 
 @pytest.fixture
-def writer(tmp_path: Path) -> IndexWriter:
-    return IndexWriter(tmp_path / "index.sqlite")
+def writer(index_at: Path | str) -> Iterator[IndexWriter]:
+    """A new index in each backend (``conftest.index_at``)."""
+    opened = IndexWriter(index_at)
+    yield opened
+    opened.close()
 
 
 def test_a_batch_logs_what_it_added_and_what_it_removed(

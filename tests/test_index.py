@@ -1,7 +1,9 @@
-"""The SQLite index on its own: real SQLite files, records built by hand.
+"""The index on its own: real SQLite files and real PostgreSQL databases, records built by hand.
 
 The parser is tested elsewhere; here the subject is storage: the duplicate
-rule, promotion, removal, schema checks, file modes and concurrency.
+rule, promotion, removal, schema checks, file modes and concurrency. Tests
+that take ``writer`` run once per backend (``conftest.index_at``); those
+about the file (its mode, WAL, upgrades of old files) are SQLite's own.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import os
 import sqlite3
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_helpers import PrivateCluster
 from schema_helpers import downgrade_to_schema_6
 
 from dicomfs.dicom.records import (
@@ -26,7 +30,7 @@ from dicomfs.dicom.records import (
     Role,
 )
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
-from dicomfs.index import SCHEMA_VERSION, IndexReader, IndexWriter
+from dicomfs.index import SCHEMA_VERSION, IndexReader, IndexWriter, database
 from dicomfs.index.schema import CAPPED_WHERE
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -51,11 +55,15 @@ def ct(uid: str, series: str = "1.2.3.4", **kw: str) -> Instance:
 
 
 @pytest.fixture
-def writer(tmp_path: Path) -> IndexWriter:
-    return IndexWriter(tmp_path / "idx" / "index.sqlite")
+def writer(index_at: Path | str) -> Iterator[IndexWriter]:
+    opened = IndexWriter(index_at)
+    yield opened
+    opened.close()
 
 
-def test_index_file_is_private_and_in_wal_mode(writer: IndexWriter) -> None:
+def test_index_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    writer = IndexWriter(tmp_path / "idx" / "index.sqlite")
+    assert writer.path is not None
     assert stat.S_IMODE(os.stat(writer.path).st_mode) == 0o600
     mode = sqlite3.connect(writer.path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
@@ -267,10 +275,10 @@ def test_reader_is_read_only_and_one_per_thread(tmp_path: Path, writer: IndexWri
 
     def read() -> None:
         try:
-            reader = IndexReader(writer.path)
+            reader = IndexReader(writer.target)
             for _ in range(20):
                 assert len(reader.series_instances("1.2.3.4")) == 50
-            with pytest.raises(sqlite3.OperationalError):
+            with pytest.raises(database.errors(), match=r"read-only|readonly"):
                 reader._conn.execute("DELETE FROM files")
             reader.close()
         except BaseException as exc:  # collected and re-raised in the main thread
@@ -338,12 +346,43 @@ def test_status_counts_objects_capped_while_parsing(writer: IndexWriter, tmp_pat
         ]
     )
     assert writer.status().capped_objects == 1
-    view = View(lambda: IndexReader(writer.path), dir_uid=0, dir_gid=0, mount_time_ns=0)
+    view = View(lambda: IndexReader(writer.target), dir_uid=0, dir_gid=0, mount_time_ns=0)
     assert json.loads(cat_bytes(view, "/.dicomfs/status.json"))["capped_objects"] == 1
     done = subprocess.run(
-        [sys.executable, "-m", "dicomfs", "status", "--index", str(writer.path)],
+        [sys.executable, "-m", "dicomfs", "status", "--index", str(writer.target)],
         capture_output=True,
         text=True,
         check=True,
     )
     assert "capped        1 objects hit a size bound" in done.stdout
+
+
+def test_postgres_tables_have_the_columns_of_sqlite(
+    tmp_path: Path, pg_cluster: PrivateCluster
+) -> None:
+    """``postgres.pg_ddl`` is ``schema.DDL`` with types substituted: same tables, same columns
+    in the same order (edge_rows' ``id`` standing for SQLite's rowid), same views."""
+    lite, pg = IndexWriter(tmp_path / "i.sqlite"), IndexWriter(pg_cluster.database())
+    try:
+        names = [
+            r[0]
+            for r in lite.rows(
+                "SELECT name FROM sqlite_master WHERE type IN "
+                "('table', 'view') AND name NOT LIKE 'details_fts%'"
+            )
+        ]
+        assert {"files", "instance_rows", "instances", "edge_rows", "edges"} <= set(names)
+        for name in names:
+            expected = [r[1] for r in lite.rows(f"PRAGMA table_info({name})")]
+            found = [
+                r[0]
+                for r in pg.rows(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                    "ORDER BY ordinal_position",
+                    (name,),
+                )
+            ]
+            assert found == (["id", *expected] if name == "edge_rows" else expected), name
+    finally:
+        lite.close()
+        pg.close()

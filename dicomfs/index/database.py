@@ -11,7 +11,12 @@ write lock, SQLite's pragmas and its WAL), the code asks ``is_postgres``.
 What the adapter does is what DB-API leaves to each driver: the parameter
 style (``?`` here, ``%s`` for psycopg; a literal ``%`` is doubled) and the
 autocommit mode that lets ``BEGIN`` and ``COMMIT`` be plain statements, as
-with ``sqlite3``'s ``isolation_level=None``. Nothing else is rewritten.
+with ``sqlite3``'s ``isolation_level=None``, and one thing PostgreSQL cannot
+store: a NUL character in text. Values read from files may hold one (a
+hostile patient name, a UID padded wrongly); each is stored and looked up
+as U+0001, the same on the way in and in every query, so a value still
+finds its row, and the names the view makes from it are those of SQLite
+(they drop every control character alike). Nothing else is rewritten.
 
 psycopg is imported only when a PostgreSQL index is opened: it costs a
 quarter of a second, which an SQLite user's every command would pay.
@@ -20,16 +25,19 @@ quarter of a second, which an SQLite user's every command would pay.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     import psycopg
+
+log = logging.getLogger(__name__)
 
 SCHEMES = ("postgresql", "postgres")
 
@@ -80,16 +88,17 @@ def shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}{host}"))
 
 
-def errors() -> tuple[type[Exception], ...]:
-    """The driver errors a statement may raise: sqlite3's, and psycopg's once it is loaded.
+def errors(*also: type[Exception]) -> tuple[type[Exception], ...]:
+    """The driver errors a statement may raise, sqlite3's and psycopg's once it is loaded,
+    and ``also``.
 
     Used as ``except errors():``. Before psycopg is imported no PostgreSQL
     connection exists, so its errors cannot arise.
     """
     psycopg = sys.modules.get("psycopg")
     if psycopg is None:
-        return (sqlite3.Error,)
-    return (sqlite3.Error, psycopg.Error)
+        return (*also, sqlite3.Error)
+    return (*also, sqlite3.Error, psycopg.Error)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -111,19 +120,41 @@ def _pg_sql(sql: str) -> str:
     return "".join(out)
 
 
+def _storable(values: Sequence[Any]) -> tuple[Any, ...]:
+    """``values`` with every NUL in text replaced by U+0001 (module docstring)."""
+    return tuple(
+        v.replace("\x00", "\x01") if isinstance(v, str) and "\x00" in v else v for v in values
+    )
+
+
 class PgConnection:
-    """A psycopg 3 connection in autocommit mode, with ``sqlite3.Connection``'s face."""
+    """A psycopg 3 connection in autocommit mode, with ``sqlite3.Connection``'s face.
+
+    A server that restarted, or a network that dropped the connection, is
+    met by connecting again, but only between transactions: a statement
+    that fails because the connection was lost while none of ours was open
+    (every reader's statement, a writer's ``BEGIN``) is run again once on a
+    new connection. Inside a batch the error goes up, the server has rolled
+    the batch back, and the writer's caller retries it (``live.ingest``);
+    the next statement then connects again.
+    """
 
     is_postgres = True
 
     def __init__(self, url: str, *, read_only: bool, application: str) -> None:
+        self._url, self._read_only, self._application = url, read_only, application
+        self._conn = self._connect()
+        self._idle = True  # no transaction of ours is open on the server
+
+    def _connect(self) -> psycopg.Connection[Any]:
         import psycopg
 
-        self._conn: psycopg.Connection[Any] = psycopg.connect(
-            url, autocommit=True, application_name=application, connect_timeout=10
+        conn: psycopg.Connection[Any] = psycopg.connect(
+            self._url, autocommit=True, application_name=self._application, connect_timeout=10
         )
-        if read_only:  # as sqlite's query_only: a reader cannot write by mistake
-            self._conn.execute("SET default_transaction_read_only = on")
+        if self._read_only:  # as sqlite's query_only: a reader cannot write by mistake
+            conn.execute("SET default_transaction_read_only = on")
+        return conn
 
     @property
     def in_transaction(self) -> bool:
@@ -131,13 +162,39 @@ class PgConnection:
 
         return self._conn.info.transaction_status != TransactionStatus.IDLE
 
+    def _run(self, statement: Callable[[psycopg.Connection[Any]], Rows]) -> Rows:
+        import psycopg
+
+        if self._idle and self._conn.broken:
+            self._reconnect()
+        try:
+            return statement(self._conn)
+        except psycopg.OperationalError:
+            if not (self._idle and self._conn.broken):
+                raise
+            self._reconnect()  # raises again while the server is away
+            return statement(self._conn)
+        finally:
+            self._idle = self._conn.broken or not self.in_transaction
+
+    def _reconnect(self) -> None:
+        log.warning("the connection to the index was lost: connecting again")
+        self._conn.close()
+        self._conn = self._connect()
+
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
-        return self._conn.execute(_pg_sql(sql), tuple(parameters))
+        query, values = _pg_sql(sql), _storable(parameters)
+        return self._run(lambda conn: conn.execute(query, values))
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Rows:
-        cursor = self._conn.cursor()
-        cursor.executemany(_pg_sql(sql), [tuple(p) for p in parameters])
-        return cursor
+        query, rows = _pg_sql(sql), [_storable(p) for p in parameters]
+
+        def run(conn: psycopg.Connection[Any]) -> Rows:
+            cursor = conn.cursor()
+            cursor.executemany(query, rows)
+            return cursor
+
+        return self._run(run)
 
     def close(self) -> None:
         self._conn.close()

@@ -70,7 +70,6 @@ import functools
 import itertools
 import logging
 import os
-import sqlite3
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -105,6 +104,7 @@ from dicomfs.fuse.fsinfo import (
 from dicomfs.fuse.held import LONG_TIMEOUT, Held, Shown, shown
 from dicomfs.fuse.listing import Entry, Listing
 from dicomfs.fuse.opening import Opening
+from dicomfs.index import index_errors
 from dicomfs.view.nodes import (
     DirNode,
     FileNode,
@@ -168,7 +168,7 @@ def _guard(func: Callable[_P, _R]) -> Callable[_P, _R]:
             raise mfusepy.FuseOSError(errno.EACCES) from None
         except SourceChanged:
             raise mfusepy.FuseOSError(errno.EIO) from None  # logged by the view
-        except (OSError, sqlite3.Error, DicomfsError) as exc:
+        except index_errors(OSError, DicomfsError) as exc:
             log.error("%s failed: %s", func.__name__, exc)
             raise mfusepy.FuseOSError(errno.EIO) from None
         except Exception:

@@ -10,7 +10,8 @@ everything above reads the index through the names exported here and
 """
 
 from dicomfs.index.changes import Changes, Depends
-from dicomfs.index.database import as_target, default_index_path, is_url
+from dicomfs.index.database import as_target, default_index_path, is_url, shown
+from dicomfs.index.database import errors as index_errors
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.recovery import is_damage, is_disk_full, set_aside
 from dicomfs.index.rows import (
@@ -42,8 +43,10 @@ __all__ = [
     "RejectedRow",
     "as_target",
     "default_index_path",
+    "index_errors",
     "is_damage",
     "is_disk_full",
     "is_url",
     "set_aside",
+    "shown",
 ]

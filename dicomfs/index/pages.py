@@ -25,6 +25,8 @@ from dicomfs.index.rows import (
 )
 
 PAGE = 1000  # rows per page: a few hundred kilobytes of rows and nodes
+# A LIMIT that bounds nothing, in both engines (SQLite takes -1, PostgreSQL NULL).
+NO_LIMIT = 2**62
 
 
 def _after(key: str | None, column: str) -> tuple[str, tuple[str, ...]]:
@@ -109,9 +111,15 @@ def sop_uid_page(
     file id (the row id: read for free) numbers a ``by-sop/`` entry
     (``fuse.fsinfo.file_inode``).
     """
-    where, params = ("", ()) if after is None else (" AND sop_uid > CAST(? AS TEXT)", (after,))
+    # UID text as bytes and back: SQLite by CAST, PostgreSQL by its conversion functions.
+    as_bytes, as_text = (
+        ("convert_to(sop_uid, 'UTF8')", "convert_from(?, 'UTF8')")
+        if reader.postgres
+        else ("CAST(sop_uid AS BLOB)", "CAST(? AS TEXT)")
+    )
+    where, params = ("", ()) if after is None else (f" AND sop_uid > {as_text}", (after,))
     return reader.rows(
-        f"SELECT CAST(sop_uid AS BLOB), file_id FROM instances WHERE serving = 1{where} "
+        f"SELECT {as_bytes}, file_id FROM instances WHERE serving = 1{where} "
         "ORDER BY sop_uid LIMIT ?",
         (*params, limit),
     )

@@ -127,12 +127,18 @@ def patient_name(reader: IndexReader, patient_id: str) -> str:
 
 
 def studies(reader: IndexReader, patient_id: str) -> list[StudyRow]:
-    """The studies of one patient, each described by its first-indexed instance."""
+    """The studies of one patient, each described by its first-indexed instance.
+
+    The first instance of each group is found first and then read: standard
+    SQL, where SQLite alone would take bare columns from the row of ``min``.
+    """
     rows = reader.rows(
-        "SELECT i.study_uid, min(i.file_id), d.study_date, d.study_time, d.study_description, "
-        "d.accession, f.path FROM instances i JOIN details d ON d.file_id = i.file_id "
-        "JOIN files f ON f.id = i.file_id "
-        "WHERE i.serving = 1 AND i.patient_id = ? GROUP BY i.study_uid ORDER BY i.study_uid",
+        "SELECT g.study_uid, g.first, d.study_date, d.study_time, d.study_description, "
+        "d.accession, f.path FROM (SELECT i.study_uid, min(i.file_id) AS first "
+        "FROM instances i JOIN details d ON d.file_id = i.file_id "
+        "WHERE i.serving = 1 AND i.patient_id = ? GROUP BY i.study_uid) g "
+        "JOIN details d ON d.file_id = g.first JOIN files f ON f.id = g.first "
+        "ORDER BY g.study_uid",
         (patient_id,),
     )
     return [StudyRow(decode_path(r[6]), r[0], r[2], r[3], r[4], r[5]) for r in rows]
@@ -141,11 +147,12 @@ def studies(reader: IndexReader, patient_id: str) -> list[StudyRow]:
 def series(reader: IndexReader, patient_id: str, study_uid: str) -> list[SeriesRow]:
     """The series of one study of one patient (a study UID shared by two patients stays apart)."""
     rows = reader.rows(
-        "SELECT i.series_uid, min(i.file_id), i.modality, d.series_number, "
-        "d.series_description, count(*), f.path FROM instances i "
-        "JOIN details d ON d.file_id = i.file_id JOIN files f ON f.id = i.file_id "
-        "WHERE i.serving = 1 AND i.study_uid = ? AND i.patient_id = ? "
-        "GROUP BY i.series_uid ORDER BY i.series_uid",
+        "SELECT g.series_uid, g.first, i.modality, d.series_number, d.series_description, "
+        "g.n, f.path FROM (SELECT i.series_uid, min(i.file_id) AS first, count(*) AS n "
+        "FROM instances i JOIN details d ON d.file_id = i.file_id "
+        "WHERE i.serving = 1 AND i.study_uid = ? AND i.patient_id = ? GROUP BY i.series_uid) g "
+        "JOIN instance_rows i ON i.file_id = g.first JOIN details d ON d.file_id = g.first "
+        "JOIN files f ON f.id = g.first ORDER BY g.series_uid",
         (study_uid, patient_id),
     )
     return [SeriesRow(decode_path(r[6]), r[0], r[2], r[3], r[4], r[5]) for r in rows]

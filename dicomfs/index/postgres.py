@@ -14,6 +14,15 @@ text says what an index holds (a test compares the columns of both):
   order of a file's references);
 - ``instr`` is ``strpos``; a view is made with ``CREATE OR REPLACE``.
 
+Full-text search (``dicomfs find``) has no FTS5 here: ``details_search``
+holds one ``tsvector`` per ``details`` row, the patient name's words
+weighted A (so a name pattern searches names only), the descriptions,
+labels and plan name's words after them, under a GIN index. The writer
+fills it with text folded as FTS5's ``unicode61 remove_diacritics 2``
+folds it (``fold``: no accents, no case), and queries fold alike, so the
+same words find the same rows in both engines without the ``unaccent``
+extension, which a database owner may not be allowed to add.
+
 Several hosts may write one database (issue 17). The writer's batches are
 serialized by a transaction-scoped advisory lock, the same one-writer rule
 SQLite's ``BEGIN IMMEDIATE`` gives: a UID's first copy serves it, whichever
@@ -24,6 +33,8 @@ starting on an empty database do not both create it.
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Sequence
 
 from dicomfs import __version__
 from dicomfs.errors import IndexCorruptError
@@ -54,13 +65,60 @@ _SUBSTITUTIONS = (
 )
 
 
+# PostgreSQL's own: the full-text table of ``details`` (module docstring).
+_SEARCH_DDL = (
+    "CREATE TABLE IF NOT EXISTS details_search (file_id BIGINT PRIMARY KEY "
+    "REFERENCES details(file_id) ON DELETE CASCADE, doc TSVECTOR NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS details_search_doc ON details_search USING gin (doc)",
+)
+SEARCH_INSERT = (
+    "INSERT INTO details_search(file_id, doc) VALUES "
+    "(?, setweight(to_tsvector('simple', ?), 'A') || to_tsvector('simple', ?))"
+)
+
+
 def pg_ddl() -> list[str]:
-    """``schema.DDL`` in PostgreSQL's terms, one statement per item."""
+    """``schema.DDL`` in PostgreSQL's terms, one statement per item, and its search table."""
     text = DDL
     for pattern, replacement in _SUBSTITUTIONS:
         text, count = re.subn(pattern, replacement, text)
         assert count, f"schema.DDL no longer has {pattern!r}: update postgres.py"
-    return [statement.strip() for statement in text.split(";") if statement.strip()]
+    return [s.strip() for s in text.split(";") if s.strip()] + list(_SEARCH_DDL)
+
+
+def fold(text: str) -> str:
+    """``text`` without accents or case, as FTS5's tokenizer sees it (``Müller`` -> ``muller``)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def search_values(name: str, others: Sequence[str]) -> tuple[str, str]:
+    """The two texts of a row's ``details_search`` document: the name, and the rest."""
+    return fold(name), fold(" ".join(others))
+
+
+def _lexeme(word: str) -> str:
+    """``word`` quoted for ``to_tsquery``: any characters stay text, never query syntax."""
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def text_query(terms: Sequence[tuple[str, bool]]) -> tuple[str, list[str]]:
+    """A tsquery matching every term (a phrase, or a prefix when its flag is set), with its
+    parameters: the same terms FTS5 is given (``search._terms``), folded alike."""
+    parts, params = [], []
+    for phrase, prefix in terms:
+        if prefix:
+            parts.append("to_tsquery('simple', ?)")
+            params.append(_lexeme(fold(phrase)) + ":*")
+        else:
+            parts.append("phraseto_tsquery('simple', ?)")
+            params.append(fold(phrase))
+    return "(" + " && ".join(parts) + ")", params
+
+
+def name_query(lead: str) -> tuple[str, list[str]]:
+    """Names with a word starting with ``lead`` (weight A: the name's own words)."""
+    return "to_tsquery('simple', ?)", [_lexeme(fold(lead)) + ":*A"]
 
 
 def begin_write(conn: Connection) -> None:

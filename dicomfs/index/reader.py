@@ -133,6 +133,11 @@ class IndexReader:
         self._conn = conn
 
     @property
+    def postgres(self) -> bool:
+        """True when the index is a PostgreSQL database: for the few queries that differ."""
+        return self.path is None
+
+    @property
     def target(self) -> Path | str:
         """What opens this index again: the file's path or the database's URL."""
         return self.path if self.path is not None else str(self.url)

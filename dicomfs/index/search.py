@@ -4,7 +4,8 @@ Conventions are findscu's and Orthanc's ``/tools/find``: a query level
 (patient, study, series, instance, and plan for RT), DICOM wildcards ``*``
 and ``?`` in patient IDs and names, matched ignoring case, and date ranges
 ``YYYYMMDD-YYYYMMDD``. Free text is full-text search (FTS5, made by
-sqlite-utils) over names, labels and descriptions.
+sqlite-utils) over names, labels and descriptions; in a PostgreSQL index
+the same terms search ``details_search`` (``fulltext``, ``postgres``).
 
 Each search is two steps, so that a limit bounds the work and not only the
 output: the distinct keys of the level (patient, study, series, or the
@@ -43,10 +44,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dicomfs.errors import IndexUnavailableError
+from dicomfs.index import fulltext
+from dicomfs.index.pages import NO_LIMIT
 from dicomfs.index.people import patient_exists, patient_ids
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.rows import PLAN_CLASSES
-from dicomfs.index.schema import SEARCH_COLUMNS
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -54,10 +56,7 @@ if TYPE_CHECKING:
 LEVELS = ("patient", "study", "series", "instance", "plan")
 DEFAULT_LEVEL = "study"  # findscu's usual query level (study root)
 DEFAULT_LIMIT = 100
-_NAME_COLUMN = "patient_name"
-assert _NAME_COLUMN in SEARCH_COLUMNS
 _DATE = re.compile(r"[0-9]{8}")
-_PHRASE = re.compile(r'"([^"]*)"')
 
 # The distinct keys of each level, read in the first step.
 _KEYS = {
@@ -74,8 +73,9 @@ _GROUP = {
 }
 # Instance and plan rows carry their own description: read in one step.
 _ROW_COLUMNS = (
-    "i.patient_id, ifnull(d.patient_name, ''), i.modality, i.sop_uid, i.study_uid, "
-    "i.series_uid, ifnull(d.study_date, ''), ifnull(d.plan_date, ''), ifnull(d.plan_name, ''), "
+    "i.patient_id, coalesce(d.patient_name, ''), i.modality, i.sop_uid, i.study_uid, "
+    "i.series_uid, coalesce(d.study_date, ''), coalesce(d.plan_date, ''), "
+    "coalesce(d.plan_name, ''), "
     "i.label, i.series_description"
 )
 
@@ -159,10 +159,16 @@ def find(reader: IndexReader, query: Query) -> list[Hit]:
     import sqlite_utils  # a tenth of a second to import: only for a search
 
     _check(query)
-    db = sqlite_utils.Database(reader.connection, recursive_triggers=False, execute_plugins=False)
-    found: str | None = db.table("details").detect_fts()
-    fts = None if found is None else sqlite_utils.db.quote_identifier(found)
-    search = _Search()
+    fts: str | None
+    if reader.postgres:  # sqlite-utils only quotes the terms, as for FTS5
+        db, fts = sqlite_utils.Database(memory=True), fulltext.POSTGRES_TEXT
+    else:
+        db = sqlite_utils.Database(
+            reader.connection, recursive_triggers=False, execute_plugins=False
+        )
+        found = db.table("details").detect_fts()
+        fts = None if found is None else sqlite_utils.db.quote_identifier(found)
+    search = _Search(postgres=reader.postgres)
     ids = _patient_ids(reader, query.patient)
     if ids == []:
         return []
@@ -174,14 +180,14 @@ def find(reader: IndexReader, query: Query) -> list[Hit]:
             return []
         search.ids = ids
     if query.text:
-        text = _text_query(db, query.text)
-        if text is not None:
+        words = fulltext.terms(db, _clean(query.text))
+        if words:
             if fts is None:
                 raise IndexUnavailableError(
-                    f"the index {reader.path} has no full-text table yet: "
+                    f"the index {reader.location} has no full-text table yet: "
                     "`dicomfs index` (or `dicomfs serve`) adds it"
                 )
-            search.fts, search.match = fts, text
+            search.text = fulltext.full_text(fts, words)
     search.modalities = sorted({m.strip().upper() for m in query.modality} - {""})
     search.dates = (query.date_from, query.date_to)
     hits = _hits(reader, search, query.level, query.limit)
@@ -195,10 +201,10 @@ def find(reader: IndexReader, query: Query) -> list[Hit]:
 class _Search:
     """The filters of a query once patterns are resolved, as SQL."""
 
+    postgres: bool = False
     ids: list[str] | None = None  # None: any patient
     names: list[str] | None = None  # None: any name
-    fts: str = ""  # the quoted full-text table, when there is free text
-    match: str = ""
+    text: fulltext.FullText | None = None  # when there is free text
     modalities: list[str] | None = None
     dates: tuple[str, str] = ("", "")
 
@@ -206,20 +212,20 @@ class _Search:
         """``SELECT columns FROM ... WHERE ...`` over serving instances ``i`` (details ``d``)."""
         where, params = ["i.serving = 1"], list[Any]()
         source = "instances i"
-        if self.fts:
-            # Full text drives the join (module docstring); CROSS JOIN fixes the order.
-            source = f"{self.fts} CROSS JOIN instances i ON i.file_id = {self.fts}.rowid"
-            where.append(f"{self.fts} MATCH ?")
-            params.append(self.match)
+        if self.text is not None:
+            source = self.text.source
+            where.append(self.text.clause)
+            params.extend(self.text.params)
             if self.ids is not None:
-                where.append(f"{self.fts}.rowid BETWEEN ? AND ?")
+                where.append(f"{self.text.key} BETWEEN ? AND ?")
                 params.extend(_row_range(reader, self.ids))
+        member = _any if self.postgres else _member
         if self.ids is not None:
-            where.append(_member("i.patient_id", self.ids, params))
+            where.append(member("i.patient_id", self.ids, params))
         if self.names is not None:
-            where.append(_member("d.patient_name", self.names, params))
+            where.append(member("d.patient_name", self.names, params))
         if self.modalities:
-            where.append(_member("i.modality", self.modalities, params))
+            where.append(member("i.modality", self.modalities, params))
         if level == "plan":
             where.append(f"i.sop_class IN ({','.join('?' * len(PLAN_CLASSES))})")
             params.extend(PLAN_CLASSES)
@@ -241,7 +247,7 @@ class _Search:
 
 
 def _hits(reader: IndexReader, search: _Search, level: str, limit: int) -> list[Hit]:
-    bound = limit if limit > 0 else -1
+    bound = limit if limit > 0 else NO_LIMIT
     if level in ("instance", "plan"):
         sql, params = search.sql(reader, level, _ROW_COLUMNS)
         return [_row_hit(level, row) for row in reader.rows(f"{sql} LIMIT ?", [*params, bound])]
@@ -272,14 +278,22 @@ def _group_hit(reader: IndexReader, level: str, key: tuple[str, ...]) -> Hit | N
             "ON d2.file_id = i2.file_id WHERE i2.serving = 1 AND i2.patient_id = ?)"
         )
         params.insert(0, key[0])
+    # PostgreSQL has no unary + on text; its planner needs no such hint.
+    group, listed = (
+        (_GROUP[level].replace("+", ""), "array_agg(DISTINCT modality)")
+        if reader.postgres
+        else (_GROUP[level], "json_group_array(DISTINCT modality)")
+    )
     rows = reader.rows(
         f"SELECT g.n, g.modalities, d.patient_name, {date}, d.study_description, "
         "d.series_description FROM (SELECT min(file_id) AS first, count(*) AS n, "
-        "json_group_array(DISTINCT modality) AS modalities FROM instances "
-        f"WHERE serving = 1 AND {_GROUP[level]}) g LEFT JOIN details d ON d.file_id = g.first",
+        f"{listed} AS modalities FROM instances "
+        f"WHERE serving = 1 AND {group}) g LEFT JOIN details d ON d.file_id = g.first",
         params,
     )
     count, modalities = rows[0][:2]
+    if isinstance(modalities, str):  # SQLite's JSON; PostgreSQL gives a list
+        modalities = json.loads(modalities)
     if not count:
         return None
     name, day, study_description, series_description = (value or "" for value in rows[0][2:])
@@ -290,7 +304,7 @@ def _group_hit(reader: IndexReader, level: str, key: tuple[str, ...]) -> Hit | N
         key[0],
         name,
         day,
-        tuple(sorted(str(m) for m in json.loads(modalities))),
+        tuple(sorted(str(m) for m in modalities)),
         description,
         uid,
         key[1] if len(key) > 1 else "",
@@ -333,48 +347,15 @@ def _names(
     leading letters, else all of them; each is checked against the whole
     pattern here.
     """
-    search = _Search(ids=ids)
-    term = _name_term(db, pattern)
-    if term is not None and fts is not None:
-        search.fts, search.match = fts, term
+    search = _Search(postgres=reader.postgres, ids=ids)
+    lead = fulltext.name_lead(pattern)
+    if lead and fts is not None:
+        search.text = fulltext.name_filter(fts, db, lead)
     sql, params = search.sql(reader, "instance", "DISTINCT i.patient_id, d.patient_name")
     matches = wildcard(unicodedata.normalize("NFC", pattern)).fullmatch
     rows = reader.rows(sql, params)
     found = [(pid, name) for pid, name in rows if name is not None and matches(name)]
     return sorted({pid for pid, _ in found}), sorted({name for _, name in found})
-
-
-def _name_term(db: sqlite_utils.Database, pattern: str) -> str | None:
-    """An FTS5 query every name matching ``pattern`` matches: its first letters as a prefix.
-
-    Names are matched from their start, so the letters and digits before any
-    wildcard or separator begin the first token of every matching name
-    (``Smi*`` -> ``patient_name : ^ "Smi" *``). None when the pattern starts
-    with anything else: such a pattern is checked against every name.
-    """
-    lead = ""
-    for char in unicodedata.normalize("NFC", pattern):
-        if not char.isalnum():
-            break
-        lead += char
-    return f"{_NAME_COLUMN} : ^ {db.quote_fts(lead)} *" if lead else None
-
-
-def _text_query(db: sqlite_utils.Database, text: str) -> str | None:
-    """Free text as a safe FTS5 query: words and "phrases" quoted, ``word*`` as a prefix.
-
-    sqlite-utils' ``quote_fts`` quotes every word (so ``AND``, ``NEAR(``,
-    ``:`` or ``-`` are plain text) and balances quotes; a word ending in
-    ``*`` keeps its meaning as a prefix. None when nothing is left to
-    search for (empty, or ``*`` alone): no text filter.
-    """
-    quoted = str(db.quote_fts(_clean(text)))
-    terms = []
-    for phrase in _PHRASE.findall(quoted):
-        core = phrase.rstrip("*")
-        if core.strip():
-            terms.append(f'"{core}"' + (" *" if core != phrase else ""))
-    return " ".join(terms) or None
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -406,6 +387,12 @@ def _clean(text: str) -> str:
     return "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
 
 
+def _any(column: str, values: list[str], params: list[Any]) -> str:
+    """``_member`` for PostgreSQL: the values as one array parameter."""
+    params.append(list(values))
+    return f"{column} = ANY(?)"
+
+
 def _member(column: str, values: list[str], params: list[Any]) -> str:
     """``column = ?`` for one value, else membership in a JSON list (no variable limit)."""
     if len(values) == 1:
@@ -418,9 +405,10 @@ def _member(column: str, values: list[str], params: list[Any]) -> str:
 def _row_range(reader: IndexReader, ids: list[str]) -> tuple[int, int]:
     """The first and last row of these patients' instances: bounds their full-text scan."""
     params: list[Any] = []
+    member = _any if reader.postgres else _member
     rows = reader.rows(
         "SELECT min(file_id), max(file_id) FROM instance_rows "
-        f"WHERE serving = 1 AND {_member('patient_id', ids, params)}",
+        f"WHERE serving = 1 AND {member('patient_id', ids, params)}",
         params,
     )
     low, high = rows[0]

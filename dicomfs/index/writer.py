@@ -321,6 +321,11 @@ class IndexWriter(IndexReader):
                 d.review_date,
             ),
         )
+        if self.path is None:  # PostgreSQL's full-text rows (SQLite's come from triggers)
+            others = (d.study_description, inst.series_description, inst.label, d.plan_name)
+            conn.execute(
+                postgres.SEARCH_INSERT, (file_id, *postgres.search_values(d.patient_name, others))
+            )
         if inst.edges:
             conn.executemany(
                 "INSERT INTO edge_rows(file_id, target_uid, level, role, path_id, class_hint, "

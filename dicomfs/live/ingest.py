@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from dataclasses import asdict
 from typing import Any
 
 from dicomfs.errors import DicomfsError
-from dicomfs.index import IndexWriter, is_damage, is_disk_full
+from dicomfs.index import IndexWriter, index_errors, is_damage, is_disk_full
 from dicomfs.live import scan
 from dicomfs.live.index_guard import IndexGuard
 from dicomfs.live.pending import (
@@ -206,7 +205,7 @@ class Ingest:
         finally:
             self._pool.close()
             if self._own_writer:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*index_errors()):
                     self._writer.close()
 
     def _failed(self, exc: Exception) -> None:

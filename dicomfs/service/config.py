@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomfs.errors import ConfigError
-from dicomfs.index import default_index_path
+from dicomfs.index import default_index_path, is_url, shown
 from dicomfs.share.defaults import DEFAULT_BIND
 from dicomfs.view.paths import NAMES
 
@@ -40,7 +40,7 @@ class Settings:
 
     sources: tuple[Path, ...] = ()
     mountpoint: Path | None = None
-    index: Path = field(default_factory=default_index_path)
+    index: Path | str = field(default_factory=default_index_path)  # a file or a database URL
     settle_seconds: float = 0.2
     reconcile_interval: float = 600.0
     batch_size: int = 500
@@ -82,6 +82,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "sources":
                 value = ",".join(str(p) for p in value) or "-"
+            elif f.name == "index" and isinstance(value, str):
+                value = shown(value)  # never a password in the journal
             parts.append(f"{f.name}={value} ({self.origin(f.name)})")
         return "; ".join(parts)
 
@@ -202,6 +204,8 @@ OTHER_TABLES = ("pacs",)
 def _parse(key: str, value: object, base: _PathBase) -> Any:
     if key == "sources":
         return _as_paths(value, base)
+    if key == "index" and isinstance(value, str) and is_url(value):
+        return value  # a PostgreSQL database (``index.database``)
     if key in _PATHS:
         return _as_path(value, base)
     return _SCALARS[key](value)

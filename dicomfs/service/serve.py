@@ -16,7 +16,6 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,14 @@ from typing import TYPE_CHECKING
 
 from dicomfs import __version__
 from dicomfs.errors import ConfigError, DicomfsError, IndexCorruptError
-from dicomfs.index import IndexReader, IndexWriter, is_damage, set_aside
+from dicomfs.index import (
+    IndexReader,
+    IndexWriter,
+    as_target,
+    index_errors,
+    is_damage,
+    set_aside,
+)
 from dicomfs.live import scan
 from dicomfs.live.ingest import Ingest, ProgressSink
 from dicomfs.live.watch import Watcher
@@ -174,7 +180,7 @@ class LiveIndex:
             text = f"{status.instances} instances, {status.rejected_files} rejected; " + text
             if self._reader.rebuilding_since() is not None:
                 text = "rebuilding the index (the mount answers EAGAIN); " + text
-        except (DicomfsError, sqlite3.Error) as exc:
+        except index_errors(DicomfsError) as exc:
             log.debug("no index counts for the status line: %s", exc)
         if counts["alarms"]:
             text += f"; ALARM: {counts['alarms'][-1]}"
@@ -193,12 +199,12 @@ def _create_mountpoint(mountpoint: Path) -> None:
         log.debug("cannot create %s: %s", mountpoint, exc)
 
 
-def _open_index(path: Path) -> IndexWriter:
+def _open_index(path: Path | str) -> IndexWriter:
     """The writer; an index SQLite calls damaged is moved aside and rebuilt (E6)."""
     try:
         return IndexWriter(path)
     except IndexCorruptError as exc:
-        if not is_damage(exc):
+        if not is_damage(exc) or not isinstance(path, Path):
             raise  # another schema version or not a dicomfs index: the user decides
         log.error(
             "the index %s is damaged (%s): kept it as %s; rebuilding it from the source folders",
@@ -244,7 +250,7 @@ def _start_webdav(
     from dicomfs.view.paths import default_names
     from dicomfs.view.tree import View
 
-    index = Path(os.path.abspath(settings.index))
+    index = as_target(settings.index)
     view = View(
         lambda: IndexReader(index),
         dir_uid=os.geteuid(),

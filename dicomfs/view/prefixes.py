@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 from dicomfs.dicom import part10
 from dicomfs.index import FileRow, IndexReader, InstanceRow, ListingRow
-from dicomfs.index.pages import listing_page
+from dicomfs.index.pages import NO_LIMIT, listing_page
 
 SERIES_KEPT = 64
 
@@ -41,7 +41,7 @@ def rows_to_list(
     prefix is made from, at the cost of decoding every row's flags.
     """
     if not full:
-        return listing_page(reader, series_uid=series_uid, limit=-1)  # -1: no limit
+        return listing_page(reader, series_uid=series_uid, limit=NO_LIMIT)
     return reader.series_instances(series_uid)
 
 

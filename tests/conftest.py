@@ -123,6 +123,33 @@ def real_index(real_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_index_pg(demo_set, pg_cluster: PrivateCluster) -> str:  # type: ignore[no-untyped-def]
+    """``demo_index`` in a database of the private cluster."""
+    url = pg_cluster.database()
+    index_folders(url, [demo_set.root], workers=2)
+    return url
+
+
+@pytest.fixture(scope="session")
+def real_index_pg(real_copy: Path, pg_cluster: PrivateCluster) -> str:
+    """``real_index`` in a database of the private cluster."""
+    url = pg_cluster.database()
+    index_folders(url, [real_copy], workers=1)
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn, for fixtures that pick their index by it."""
+    return str(request.param)
+
+
+def indexed(request: pytest.FixtureRequest, backend: str, name: str) -> Path | str:
+    """The session index ``name`` (demo_index, real_index) in ``backend``."""
+    return request.getfixturevalue(name if backend == "sqlite" else f"{name}_pg")  # type: ignore[no-any-return]
+
+
 @pytest.fixture
 def demo_reader(demo_index: Path, open_reader: Callable[[Path], IndexReader]) -> IndexReader:
     return open_reader(demo_index)

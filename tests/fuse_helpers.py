@@ -235,7 +235,7 @@ def _build(root: Path) -> Corpus:
     return c
 
 
-def write_index(index: Path, corpus: Corpus) -> Path:
+def write_index(index: Path | str, corpus: Corpus) -> Path | str:
     writer = IndexWriter(index)
     try:
         writer.apply(
@@ -246,7 +246,7 @@ def write_index(index: Path, corpus: Corpus) -> Path:
     return index
 
 
-def reindex(index: Path, corpus: Corpus, uid: str) -> None:
+def reindex(index: Path | str, corpus: Corpus, uid: str) -> None:
     """Record the file of ``uid`` again with its current stat (content unchanged)."""
     original = next(r for r in corpus.results if r.stat.path == corpus.files[uid])
     writer = IndexWriter(index)
@@ -293,7 +293,7 @@ class Mount:
     def __init__(
         self,
         mountpoint: Path,
-        index: Path,
+        index: Path | str,
         *,
         allow_other: bool = False,
         group: str | None = None,
@@ -389,7 +389,7 @@ def _stale(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def mounted(mountpoint: Path, index: Path, **kwargs: object) -> Iterator[Mount]:
+def mounted(mountpoint: Path, index: Path | str, **kwargs: object) -> Iterator[Mount]:
     mount = Mount(mountpoint, index, **kwargs)  # type: ignore[arg-type]
     try:
         yield mount.start()

@@ -103,6 +103,13 @@ class PrivateCluster:
         self.running = True
         return self
 
+    def restart(self) -> None:
+        """Stop the server and start it again: every connection to it is lost."""
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+            "-m", "fast", "-w", "restart",
+        )  # fmt: skip
+
     def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
         """A libpq URL to ``database`` over this cluster's socket."""
         return (

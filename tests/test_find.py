@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import BACKENDS, new_index
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom import config
@@ -126,18 +127,23 @@ def write(folder: Path, files: Sequence[File]) -> None:
             ds.save_as(folder / f"{number:03d}.dcm", enforce_file_format=True)
 
 
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory, build_index: Callable[..., Any]) -> Path:
+@pytest.fixture(scope="module", params=BACKENDS)
+def index(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    build_index: Callable[..., Any],
+) -> Path | str:
+    """The files indexed once per backend: every test that takes it runs on both."""
     root = tmp_path_factory.mktemp("find")
     write(root / "src", FILES)
-    path = root / "index.sqlite"
+    path = new_index(request.param, root, request)
     report = build_index(path, [root / "src"], 1)
     assert report.rejected == 0
     return path
 
 
 @pytest.fixture(scope="module")
-def reader(index: Path) -> Iterator[IndexReader]:
+def reader(index: Path | str) -> Iterator[IndexReader]:
     r = IndexReader(index)
     yield r
     r.close()
@@ -279,6 +285,7 @@ def test_limit_keeps_that_many(reader: IndexReader) -> None:
     assert len(search(reader, level="patient", limit=2)) == 2
 
 
+@pytest.mark.parametrize("index", ["sqlite"], indirect=True)  # an upgrade of an SQLite file
 def test_instances_whose_details_are_not_read_yet_are_found(index: Path, tmp_path: Path) -> None:
     """After an upgrade to schema 3 the details come with the next scan: until then, IDs work."""
     copy = tmp_path / "pending.sqlite"
@@ -355,7 +362,9 @@ def test_hostile_input_never_raises(reader: IndexReader, text: str) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=40), st.text(max_size=20), st.sampled_from(["study", "instance"]))
-def test_any_input_gives_hits_or_none(index: Path, text: str, pattern: str, level: str) -> None:
+def test_any_input_gives_hits_or_none(
+    index: Path | str, text: str, pattern: str, level: str
+) -> None:
     reader = IndexReader(index)
     try:
         for query in (
@@ -381,7 +390,7 @@ def test_bad_queries_are_refused() -> None:
 # -- paths in the mount ------------------------------------------------------------
 
 
-def view_of(index: Path, names: str = "uid") -> View:
+def view_of(index: Path | str, names: str = "uid") -> View:
     return View(
         lambda: IndexReader(index),
         dir_uid=0,
@@ -392,7 +401,7 @@ def view_of(index: Path, names: str = "uid") -> View:
     )
 
 
-def test_every_path_is_in_the_mount(index: Path, reader: IndexReader) -> None:
+def test_every_path_is_in_the_mount(index: Path | str, reader: IndexReader) -> None:
     view = view_of(index)
     try:
         for level in ("study", "series", "instance", "plan"):
@@ -412,7 +421,7 @@ def test_every_path_is_in_the_mount(index: Path, reader: IndexReader) -> None:
         view.close()
 
 
-def test_every_hit_has_a_path_under_patients(index: Path, reader: IndexReader) -> None:
+def test_every_hit_has_a_path_under_patients(index: Path | str, reader: IndexReader) -> None:
     """With names = "id" every hit, unsafe UIDs and patients included, is reachable by path."""
     view = view_of(index, "id")
     try:
@@ -430,7 +439,7 @@ def test_every_hit_has_a_path_under_patients(index: Path, reader: IndexReader) -
     assert all(mount_path(h) is None for h in search(reader, level="patient"))
 
 
-def test_demo_plans_and_paths(demo_set, demo_index: Path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_plans_and_paths(demo_set, demo_index: Path | str) -> None:  # type: ignore[no-untyped-def]
     reader = IndexReader(demo_index)
     view = view_of(demo_index)
     try:
@@ -486,7 +495,7 @@ def test_table_shows_ids_and_paths_not_names(
     assert out.splitlines()[0].split()[:3] == ["PATIENT", "ID", "NAME"]
 
 
-def test_json_for_scripts(capsys: pytest.CaptureFixture[str], index: Path) -> None:
+def test_json_for_scripts(capsys: pytest.CaptureFixture[str], index: Path | str) -> None:
     code, out, _ = run(
         capsys, "--index", str(index), "--json", "-l", "plan", "--mount", "/mnt/dicomfs",
         "--names", "uid", "kopf",
@@ -520,14 +529,16 @@ def test_json_for_scripts(capsys: pytest.CaptureFixture[str], index: Path) -> No
     assert hit["path"] == "patients/UNSAFE/studies/2024-07-05 no description/CT/CT-no-number.dcm"
 
 
-def test_table_cannot_drive_the_terminal(capsys: pytest.CaptureFixture[str], index: Path) -> None:
+def test_table_cannot_drive_the_terminal(
+    capsys: pytest.CaptureFixture[str], index: Path | str
+) -> None:
     _, out, _ = run(capsys, "--index", str(index), "-p", "A*B", "-l", "study")
     assert ESC not in out and "?[31mred?[0m" in out
     _, out, _ = run(capsys, "--index", str(index), "-p", "A*B", "-l", "series")
     assert "\t" not in out and "tab?here" in out
 
 
-def test_limit_and_no_match_are_said(capsys: pytest.CaptureFixture[str], index: Path) -> None:
+def test_limit_and_no_match_are_said(capsys: pytest.CaptureFixture[str], index: Path | str) -> None:
     code, out, err = run(capsys, "--index", str(index), "-l", "instance", "--limit", "2")
     assert code == 0 and len(out.splitlines()) == 3
     assert "more than 2 hits" in err and "--limit 0" in err

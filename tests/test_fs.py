@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import BACKENDS, new_index
 from fuse_helpers import (
     HOSTILE_UID,
     LONG_UID,
@@ -56,7 +57,7 @@ OUTSIDER = "dicomfs-out"  # not in GROUP
 @dataclass
 class Setup:
     corpus: Corpus
-    index: Path
+    index: Path | str
     mount: Mount
 
     @property
@@ -64,33 +65,37 @@ class Setup:
         return self.mount.mountpoint
 
 
-def _corpus(prefix: str) -> tuple[Corpus, Path, Path]:
+def _corpus(
+    prefix: str, request: pytest.FixtureRequest | None = None
+) -> tuple[Corpus, Path | str, Path]:
+    """Sources, their index (in the backend of ``request.param``; SQLite without), a mountpoint."""
     base = public_dir(prefix)
     corpus = build_corpus(base / "src")
-    index = write_index(base / "index.sqlite", corpus)
+    at = base / "index.sqlite" if request is None else new_index(request.param, base, request)
+    index = write_index(at, corpus)
     mountpoint = base / "mnt"
     mountpoint.mkdir(mode=0o755)
     return corpus, index, mountpoint
 
 
-@pytest.fixture(scope="module")
-def shared() -> Iterator[Setup]:
-    """One read-only mount for every test that changes nothing."""
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared(request: pytest.FixtureRequest) -> Iterator[Setup]:
+    """One read-only mount for every test that changes nothing, per backend."""
     require_fuse()
     ensure_group(GROUP)
     ensure_user(INSIDER, (GROUP,))
     ensure_user(OUTSIDER)
-    corpus, index, mountpoint = _corpus("dicomfs-fs-")
+    corpus, index, mountpoint = _corpus("dicomfs-fs-", request)
     with mounted(mountpoint, index, allow_other=True, group=GROUP) as mount:
         yield Setup(corpus, index, mount)
     shutil.rmtree(mountpoint.parent, ignore_errors=True)
 
 
-@pytest.fixture
-def private() -> Iterator[Setup]:
-    """A mount of its own for tests that change sources, the index or the daemon."""
+@pytest.fixture(params=BACKENDS)
+def private(request: pytest.FixtureRequest) -> Iterator[Setup]:
+    """A mount of its own for tests that change sources, the index or the daemon, per backend."""
     require_fuse()
-    corpus, index, mountpoint = _corpus("dicomfs-fs-private-")
+    corpus, index, mountpoint = _corpus("dicomfs-fs-private-", request)
     with mounted(mountpoint, index) as mount:
         yield Setup(corpus, index, mount)
     shutil.rmtree(mountpoint.parent, ignore_errors=True)
@@ -103,7 +108,7 @@ def run(*args: str | Path, user: str | None = None) -> subprocess.CompletedProce
     return subprocess.run(cmd, capture_output=True, timeout=60)
 
 
-def view_paths(index: Path) -> set[str]:
+def view_paths(index: Path | str) -> set[str]:
     """Every path the view lists, relative to the mount root: what find must print."""
     view = View(lambda: IndexReader(index), dir_uid=0, dir_gid=0, mount_time_ns=0, cache_ttl=0)
     out: set[str] = set()

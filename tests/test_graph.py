@@ -2,18 +2,35 @@
 
 Expectations come from the generator's description of what it wrote and
 from reading the real files with pydicom here, never from the code under test.
+Every test runs on an SQLite index and on a PostgreSQL one (``backend``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
+from conftest import indexed, new_index
 
 from dicomfs.dicom.records import Level
 from dicomfs.errors import UnknownUidError
 from dicomfs.index import IndexReader, graph
+
+
+@pytest.fixture
+def demo_reader(
+    request: pytest.FixtureRequest, backend: str, open_reader: Callable[[Path | str], IndexReader]
+) -> IndexReader:
+    return open_reader(indexed(request, backend, "demo_index"))
+
+
+@pytest.fixture
+def real_reader(
+    request: pytest.FixtureRequest, backend: str, open_reader: Callable[[Path | str], IndexReader]
+) -> IndexReader:
+    return open_reader(indexed(request, backend, "real_index"))
 
 
 def uids(members: list[graph.Member]) -> set[str]:
@@ -74,15 +91,18 @@ def test_unknown_uid_is_a_clear_error(demo_reader: IndexReader) -> None:
         graph.package(demo_reader, "1.2.3.4.5.6.7.8.9")
 
 
-def test_reindexing_from_scratch_gives_the_same_answers(demo_set, demo_index, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_reindexing_from_scratch_gives_the_same_answers(  # type: ignore[no-untyped-def]
+    demo_set, demo_reader: IndexReader, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     from dicomfs.index import IndexWriter
     from dicomfs.live.scan import reconcile
     from dicomfs.view.report import manifest
 
-    again = tmp_path / "again.sqlite"
+    again = new_index(backend, tmp_path, request)
     writer = IndexWriter(again)
     reconcile(writer, [demo_set.root], workers=1)
-    first, second = IndexReader(demo_index), IndexReader(again)
+    writer.close()
+    first, second = demo_reader, IndexReader(again)
     for patient in demo_set.patients:
         assert manifest(graph.package(first, patient.plan_uid)) == manifest(
             graph.package(second, patient.plan_uid)

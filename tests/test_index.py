@@ -386,3 +386,64 @@ def test_postgres_tables_have_the_columns_of_sqlite(
     finally:
         lite.close()
         pg.close()
+
+
+def test_a_batch_cut_off_by_a_lost_connection_leaves_nothing_and_is_applied_again(
+    tmp_path: Path, pg_cluster: PrivateCluster
+) -> None:
+    """The server ends the writer's session in the middle of a batch: the batch is rolled
+    back whole, and the same writer connects again for the next one (issue 17)."""
+    import psycopg
+
+    url = pg_cluster.database()
+    writer = IndexWriter(url)
+    try:
+        a = make_file(tmp_path, "a.dcm", b"a")
+        writer.apply([FileResult(a, ct("1.2.1"))], digest=digest)
+        backend = writer._conn.raw.info.backend_pid  # type: ignore[attr-defined]
+
+        def cut_off(path: str) -> str:  # called inside the batch, for the duplicate
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+            return digest(path)
+
+        batch = [
+            FileResult(make_file(tmp_path, "b.dcm", b"b"), ct("1.2.2")),
+            FileResult(make_file(tmp_path, "copy.dcm", b"a"), ct("1.2.1")),
+            FileResult(make_file(tmp_path, "c.dcm", b"c"), ct("1.2.3")),
+        ]
+        with pytest.raises(psycopg.OperationalError):
+            writer.apply(batch, digest=cut_off)
+        reader = IndexReader(url)
+        assert [r.sop_uid for r in reader.all_instances()] == ["1.2.1"]  # nothing of the batch
+        stats = writer.apply(batch, digest=digest)  # a new session, the whole batch
+        assert (stats.indexed, stats.benign_duplicates) == (3, 1)
+        assert [r.sop_uid for r in reader.all_instances()] == ["1.2.1", "1.2.2", "1.2.3"]
+        reader.close()
+    finally:
+        writer.close()
+
+
+def test_readers_and_the_writer_outlive_a_server_restart(tmp_path: Path) -> None:
+    """A restart of the database server between statements costs no reader or writer an
+    error: each connects again, once, and carries on (a cluster of its own: all its
+    connections are cut)."""
+    from pg_helpers import PrivateCluster as Cluster
+
+    cluster = Cluster().start()
+    try:
+        url = cluster.database()
+        writer = IndexWriter(url)
+        writer.apply([FileResult(make_file(tmp_path, "a.dcm", b"a"), ct("1.2.1"))])
+        reader = IndexReader(url)
+        assert reader.instance("1.2.1") is not None
+        cluster.restart()
+        assert reader.instance("1.2.1") is not None  # connected again
+        writer.apply([FileResult(make_file(tmp_path, "b.dcm", b"b"), ct("1.2.2"))])
+        assert [r.sop_uid for r in reader.all_instances()] == ["1.2.1", "1.2.2"]
+        with pytest.raises(database.errors(), match=r"read-only|readonly"):
+            reader._conn.execute("DELETE FROM files")  # still a read-only session
+        reader.close()
+        writer.close()
+    finally:
+        cluster.stop()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import BACKENDS, new_index
 from fuse_helpers import mounted, require_fuse
 from pydicom import config
 from pydicom.dataelem import RawDataElement
@@ -208,7 +209,7 @@ def write_raw_date(s: Study, date: str) -> str:
 @dataclass
 class Corpus:
     root: Path
-    index: Path
+    index: Path | str
     studies: dict[str, Study]
     plans: dict[str, str]  # plan key -> SOP Instance UID
     ct_by_number: dict[int, str]  # PAT-A's CT slices: InstanceNumber -> SOP Instance UID
@@ -259,17 +260,22 @@ def write_corpus(root: Path) -> tuple[dict[str, Study], dict[str, str], dict[int
     return studies, plans, dict(zip(numbers, ct, strict=True))
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory, build_index: BuildIndex) -> Corpus:
+@pytest.fixture(scope="module", params=BACKENDS)
+def corpus(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    build_index: BuildIndex,
+) -> Corpus:
+    """The corpus indexed once per backend: every test that takes it runs on both."""
     base = tmp_path_factory.mktemp("patients-tree")
     studies, plans, ct_by_number = write_corpus(base / "src")
-    index = base / "index.sqlite"
+    index = new_index(request.param, base, request)
     report = build_index(index, [base / "src"], 1)
     assert report.parsed == sum(len(s.files) for s in studies.values())
     return Corpus(base / "src", index, studies, plans, ct_by_number)
 
 
-def make_view(index: Path, names: str) -> View:
+def make_view(index: Path | str, names: str) -> View:
     return View(
         lambda: IndexReader(index), dir_uid=0, dir_gid=0, mount_time_ns=0, names=names, cache_ttl=0
     )

@@ -1,4 +1,8 @@
-"""The view tree with plain calls: a real SQLite index over real files, no FUSE."""
+"""The view tree with plain calls: a real index over real files, no FUSE.
+
+The module's index is made once per backend, SQLite and PostgreSQL
+(``conftest.BACKENDS``): every test here runs on both.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import BACKENDS
 from fuse_helpers import (
     HOSTILE_UID,
     LONG_UID,
@@ -24,6 +29,7 @@ from fuse_helpers import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pg_helpers import PrivateCluster
 
 from dicomfs.index import IndexReader, IndexWriter, graph
 from dicomfs.view.listing import cat_bytes, format_listing
@@ -49,12 +55,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     return build_corpus(tmp_path_factory.mktemp("view") / "src")
 
 
-@pytest.fixture(scope="module")
-def index(corpus: Corpus) -> Path:
-    return write_index(corpus.root.parent / "index.sqlite", corpus)
+@pytest.fixture(scope="module", params=BACKENDS)
+def index(request: pytest.FixtureRequest, corpus: Corpus) -> Path | str:
+    if request.param == "sqlite":
+        return write_index(corpus.root.parent / "index.sqlite", corpus)
+    cluster: PrivateCluster = request.getfixturevalue("pg_cluster")
+    return write_index(cluster.database(), corpus)
 
 
-def make_view(index: Path, ttl: float = 0.0) -> View:
+def make_view(index: Path | str, ttl: float = 0.0) -> View:
     return View(
         lambda: IndexReader(index),
         dir_uid=0,
@@ -65,7 +74,7 @@ def make_view(index: Path, ttl: float = 0.0) -> View:
 
 
 @pytest.fixture
-def view(index: Path) -> Iterator[View]:
+def view(index: Path | str) -> Iterator[View]:
     v = make_view(index)
     yield v
     v.close()

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from dicomfs.dicom.records import ChangeKey
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
-from dicomfs.index import postgres
+from dicomfs.index import postgres, roots
 from dicomfs.index.changes import Changes, Recorded, between
 from dicomfs.index.database import Connection, PgConnection, errors, is_postgres, is_url, shown
 from dicomfs.index.opening import open_read_only
@@ -38,6 +38,7 @@ from dicomfs.index.rows import (
     RejectedRow,
     decode_path,
     edge_row,
+    encode_path,
     instance_row,
 )
 from dicomfs.index.schema import CAPPED_WHERE, DETAILS_PENDING, SCHEMA_VERSION, check_schema
@@ -334,7 +335,8 @@ class IndexReader:
 
     def file_key(self, path: str) -> ChangeKey | None:
         """``FileStat.change_key`` of one file in the index, or None: one indexed lookup."""
-        rows = self.rows(f"SELECT {_KEY_COLUMNS} FROM files WHERE path = ?", (os.fsencode(path),))
+        stored = encode_path(path, shared=self.postgres)
+        rows = self.rows(f"SELECT {_KEY_COLUMNS} FROM files WHERE path = ?", (stored,))
         return _change_key(rows[0]) if rows else None
 
     def file_keys_under(self, prefix: str, *, page: int = 1000) -> Iterator[tuple[str, ChangeKey]]:
@@ -345,10 +347,12 @@ class IndexReader:
     def raw_file_keys_under(
         self, prefix: str, page: int = 1000
     ) -> Iterator[tuple[bytes, ChangeKey]]:
-        """``file_keys_under`` with paths as stored (``os.fsencode``), in their memcmp order, so
-        a walk sorted alike merges with it undecoded. A statement per page by path range:
-        no read transaction outlives one (reliability.md E5); the caller may write between."""
-        low = os.fsencode(prefix)
+        """``file_keys_under`` with local paths as bytes (``os.fsencode``), in their memcmp
+        order, so a walk sorted alike merges with it undecoded (a root keeps the order,
+        ``roots``). A statement per page by path range: no read transaction outlives one
+        (reliability.md E5); the caller may write between."""
+        mapping = roots.current()
+        low = mapping.stored(os.fsencode(prefix), shared=self.postgres)
         high = _bytes_after_prefix(low)
         upper, bound = ("", ()) if high is None else (" AND path < ?", (high,))
         first, after = (
@@ -358,11 +362,12 @@ class IndexReader:
         sql = first
         while rows := self.rows(sql, (low, *bound, page)):
             for row in rows:
-                yield row[0], row[1:]
+                yield mapping.local(bytes(row[0])), row[1:]
             low, sql = bytes(rows[-1][0]), after
 
     def file_state(self, path: str) -> str | None:
-        rows = self.rows("SELECT state FROM files WHERE path = ?", (os.fsencode(path),))
+        stored = encode_path(path, shared=self.postgres)
+        rows = self.rows("SELECT state FROM files WHERE path = ?", (stored,))
         return str(rows[0][0]) if rows else None
 
     def rejected(self) -> list[RejectedRow]:

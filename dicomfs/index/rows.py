@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dicomfs.dicom.records import Edge, Level, Role
+from dicomfs.index import roots
 
 # The SOP classes the queries single out (plans view, registration lookups).
 PLAN_CLASSES = (
@@ -177,19 +178,28 @@ _EMPTY: tuple[Any, ...] = ()
 
 
 def decode_path(raw: bytes | str) -> str:
-    """Paths are stored as ``os.fsencode`` bytes so that non-UTF-8 names round-trip."""
-    return os.fsdecode(raw)
+    """A stored path as this host's local path (``roots``).
+
+    Paths are stored as ``os.fsencode`` bytes so that non-UTF-8 names round-trip.
+    """
+    return os.fsdecode(roots.current().local(os.fsencode(raw)))
+
+
+def encode_path(path: str, *, shared: bool) -> bytes:
+    """A local path as the index stores it (``roots``; ``shared``: a PostgreSQL index)."""
+    return roots.current().stored(os.fsencode(path), shared=shared)
 
 
 def file_row(row: Sequence[Any], offset: int = 0) -> FileRow:
     """``FILE_COLUMNS`` starting at ``offset``: they follow other columns in joins."""
+    raw = bytes(row[offset + 1])
     return FileRow(
         file_id=row[offset],
-        path=decode_path(row[offset + 1]),
+        path=decode_path(raw),
         size=row[offset + 2],
         mtime_ns=row[offset + 3],
         inode=row[offset + 4],
-        dev=row[offset + 5],
+        dev=row[offset + 5] if roots.own_device(raw) else 0,  # else another host's numbering
         uid=row[offset + 6],
         gid=row[offset + 7],
         mode=row[offset + 8],

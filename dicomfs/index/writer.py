@@ -33,7 +33,7 @@ from dicomfs.index.database import (
     shown,
 )
 from dicomfs.index.reader import IndexReader
-from dicomfs.index.rows import ApplyStats, decode_path
+from dicomfs.index.rows import ApplyStats, decode_path, encode_path
 from dicomfs.index.schema import GENERATION, create_or_check_schema, ensure_search
 
 # SQLite's auto-checkpoint cannot restart the WAL while readers keep reading
@@ -109,7 +109,7 @@ class IndexWriter(IndexReader):
                 conn.execute("BEGIN IMMEDIATE")
             try:
                 for path in removed:
-                    stats.removed += self._remove(os.fsencode(path), digest)
+                    stats.removed += self._remove(encode_path(path, shared=self.postgres), digest)
                 for item in results:
                     self._store(item, digest, stats)
                 if results or stats.removed:
@@ -193,7 +193,7 @@ class IndexWriter(IndexReader):
     def _store(self, item: FileResult, digest: DigestFunction | None, stats: ApplyStats) -> None:
         conn = self._conn
         st: FileStat = item.stat
-        raw_path = os.fsencode(st.path)
+        raw_path = encode_path(st.path, shared=self.postgres)
         result = item.result
         now = time.time()
         row = conn.execute("SELECT id FROM files WHERE path = ?", (raw_path,)).fetchone()

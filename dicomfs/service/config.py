@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomfs.errors import ConfigError
-from dicomfs.index import default_index_path, is_url, shown
+from dicomfs.index import default_index_path, is_url, roots, shown
 from dicomfs.share.defaults import DEFAULT_BIND
 from dicomfs.view.paths import NAMES
 
@@ -41,6 +41,10 @@ class Settings:
     sources: tuple[Path, ...] = ()
     mountpoint: Path | None = None
     index: Path | str = field(default_factory=default_index_path)  # a file or a database URL
+    # Named source roots, (name, local folder): paths shared by hosts (index.roots).
+    roots: tuple[tuple[str, str], ...] = ()
+    # This host's name in a shared (PostgreSQL) index; None: the hostname (index.roots).
+    host: str | None = None
     settle_seconds: float = 0.2
     reconcile_interval: float = 600.0
     batch_size: int = 500
@@ -147,6 +151,18 @@ def _as_path(value: object, base: _PathBase) -> Path:
     return path if path.is_absolute() or base is None else base / path
 
 
+def _as_roots(value: object) -> tuple[tuple[str, str], ...]:
+    """A TOML table ``name = "/folder"``, or ``name=/folder,...`` from the environment."""
+    mapping = roots.parse(value) if isinstance(value, str) else value
+    if not isinstance(mapping, dict):
+        raise ValueError('expected a table of name = "/absolute/folder"')
+    try:
+        made = roots.Roots({str(k): str(v) for k, v in mapping.items()})
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+    return tuple(sorted(made.mapping.items()))
+
+
 def _as_paths(value: object, base: _PathBase) -> tuple[Path, ...]:
     if isinstance(value, str):
         # One string from the environment: os.pathsep-separated, like $PATH.
@@ -186,6 +202,7 @@ _SCALARS: dict[str, Callable[[object], Any]] = {
     "names": _as_choice(NAMES),
     "part10": _as_bool,
     "group": _as_text,
+    "host": _as_text,
     "log_level": _as_choice(LOG_LEVELS, upper=True),
     "scp_port": _as_number(int, 1),
     "ae_title": _as_ae_title,
@@ -196,7 +213,7 @@ _SCALARS: dict[str, Callable[[object], Any]] = {
     "webdav_run_as": _as_text,
 }
 _PATHS = ("mountpoint", "index", "scp_store", "webdav_users", "webdav_tls_cert", "webdav_tls_key")
-KEYS = ("sources", *_PATHS, *_SCALARS)
+KEYS = ("sources", "roots", *_PATHS, *_SCALARS)
 # Tables read by other commands from the same file (``dicomfs fetch --from NAME``).
 OTHER_TABLES = ("pacs",)
 
@@ -204,6 +221,8 @@ OTHER_TABLES = ("pacs",)
 def _parse(key: str, value: object, base: _PathBase) -> Any:
     if key == "sources":
         return _as_paths(value, base)
+    if key == "roots":
+        return _as_roots(value)
     if key == "index" and isinstance(value, str) and is_url(value):
         return value  # a PostgreSQL database (``index.database``)
     if key in _PATHS:

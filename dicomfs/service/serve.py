@@ -29,6 +29,7 @@ from dicomfs.index import (
     as_target,
     index_errors,
     is_damage,
+    roots,
     set_aside,
 )
 from dicomfs.live import scan
@@ -291,6 +292,8 @@ def serve(settings: Settings, *, notifier: Notifier | None = None) -> int:
             "(or --webdav-port to serve over WebDAV only)"
         )
     log.info("dicomfs %s serve: %s", __version__, settings.log_summary())
+    # Before any index is opened: paths under a root are stored by its name.
+    roots.configure(dict(settings.roots), settings.host).check_sources(settings.sources)
     notifier = notifier if notifier is not None else Notifier()
     webdav_options = _webdav_options(settings)
     access = None

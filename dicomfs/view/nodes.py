@@ -153,7 +153,8 @@ def open_source(node: FileNode) -> int:
         raise
     try:
         st = os.fstat(fd)
-        seen = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
+        # Device 0: indexed under a root, maybe by another host, whose numbers differ.
+        seen = (st.st_ino, st.st_dev if node.dev else 0, st.st_size, st.st_mtime_ns)
         indexed = (node.inode, node.dev, node.source_size, node.mtime_ns)
         if not stat.S_ISREG(st.st_mode) or seen != indexed:
             raise SourceChanged(f"{display_path(node.real_path)} changed since it was indexed")

@@ -68,7 +68,7 @@ class ServeProcess:
         self,
         sources: Sequence[Path],
         mnt: Path,
-        index: Path,
+        index: Path | str,
         *extra: str,
         verbose: int = 2,
         env: dict[str, str] | None = None,
@@ -83,7 +83,7 @@ class ServeProcess:
         self.env = dict(os.environ, PYTHONPATH=str(REPO))
         self.env.pop("NOTIFY_SOCKET", None)
         self.env.update(env or {})
-        folder = log_dir if log_dir is not None else index.parent
+        folder = log_dir if log_dir is not None else Path(index).parent
         self.log_path = Path(tempfile.mkstemp(prefix="serve-", suffix=".log", dir=folder)[1])
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -86,11 +86,17 @@ class PrivateCluster:
             raise PgError(f"{cmd[0]} failed ({done.returncode}): {done.stderr.strip()}\n{log}")
 
     def start(self) -> PrivateCluster:
+        """Make the cluster and start its server."""
         self._run(
             str(self.bindir / "initdb"),
             "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
             "-E", "UTF8", "--locale=C", "--no-instructions",
         )  # fmt: skip
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again) on the cluster's own socket."""
         settings = (
             f"-c listen_addresses='' -c unix_socket_directories={self.folder} -p {PORT} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
@@ -101,14 +107,16 @@ class PrivateCluster:
             "-o", settings, "-w", "-t", "60", "start",
         )  # fmt: skip
         self.running = True
-        return self
+
+    def pause(self) -> None:
+        """Stop the server, keeping the cluster: every connection to it is lost."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self.running = False
 
     def restart(self) -> None:
-        """Stop the server and start it again: every connection to it is lost."""
-        self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
-            "-m", "fast", "-w", "restart",
-        )  # fmt: skip
+        """Stop the server and start it again."""
+        self.pause()
+        self.resume()
 
     def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
         """A libpq URL to ``database`` over this cluster's socket."""
@@ -129,6 +137,5 @@ class PrivateCluster:
         """Stop the server (fast: the data is thrown away) and remove its folder."""
         if self.running:
             with contextlib.suppress(PgError, subprocess.TimeoutExpired):
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
-            self.running = False
+                self.pause()
         shutil.rmtree(self.folder, ignore_errors=True)

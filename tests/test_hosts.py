@@ -192,3 +192,39 @@ def test_each_host_stores_its_paths_by_root_or_by_its_name(hosts: Hosts) -> None
     )
     assert stored == expected
     assert not any(UNMAPPED in p for p in stored)
+
+
+def test_an_outage_of_the_database_is_said_and_loses_nothing(tmp_path: Path) -> None:
+    """The server stops under a running serve: status.json says the index cannot be
+    reached, files arriving meanwhile are indexed once it is back (a cluster of its own)."""
+    require_fuse()
+    cluster = PrivateCluster().start()
+    base = public_dir("dicomfs-outage-")
+    try:
+        first = demo(base / "src" / "first", seed=21)
+        (base / "mnt").mkdir()
+        serve = ServeProcess([base / "src"], base / "mnt", cluster.database(), log_dir=base)
+        try:
+            serve.start()
+            count = len(uids_of(first))
+            serve.wait_idle_indexed(count, DEADLINE)
+            cluster.pause()
+            wait_for(
+                lambda: "index_unreachable" in serve.status(), DEADLINE, "the outage in status"
+            )
+            assert "instances" not in serve.status()  # no counts it cannot know
+            second = demo(base / "src" / "second", seed=22)  # arrives during the outage
+            time.sleep(1.0)  # let ingest try, and fail, to write it
+            cluster.resume()
+            # The failed batch is retried by a reconcile (ingest.RETRY_DELAY, 30 s).
+            serve.wait_idle_indexed(count + len(uids_of(second)), DEADLINE + 30)
+            for uid, rel in second.patients[0].files.items():
+                got = (serve.mnt / "by-sop" / f"{uid}.dcm").read_bytes()
+                assert got == (second.root / rel).read_bytes()
+            assert serve.status()["ingest"]["errors"] >= 1  # the outage was met, not missed
+            assert serve.terminate() == 0
+        finally:
+            serve.cleanup()
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)

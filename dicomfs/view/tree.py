@@ -35,14 +35,11 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import logging
 import stat
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from dicomfs import __version__
 from dicomfs.dicom.records import is_safe_uid
 from dicomfs.index import IndexReader, InstanceRow, ListingRow, RejectedRow
 from dicomfs.index.schema import GENERATION
@@ -72,6 +69,7 @@ from dicomfs.view.report import (
     format_manifest,
     format_rejected,
 )
+from dicomfs.view.status import reachable, status_document
 
 log = logging.getLogger(__name__)
 
@@ -412,10 +410,10 @@ class View:
 
     def _meta(self, rest: list[str]) -> Node:
         if rest == ["status.json"]:
-            # Never from the cache during a rebuild: a listing that answers "try
-            # again" is explained by the status at once, not when its cache expires.
-            rebuilding = self._thread_reader()[1]
-            status = self._status() if rebuilding else self._cache.get(("status",), self._status)
+            # Never from the cache during a rebuild or an outage: a listing that fails
+            # is explained by the status at once, not when its cache expires.
+            fresh = not reachable(self._thread_reader)
+            status = self._status() if fresh else self._cache.get(("status",), self._status)
             return self._generated("status.json", status)
         if rest == ["plans.tsv"]:
             if self.reader.details_pending():  # labels and dates not read again yet
@@ -479,18 +477,8 @@ class View:
 
     # -- cached computations ------------------------------------------------
 
-    def _status(self) -> bytes:
-        reader, rebuilding = self._thread_reader()  # status.json answers during a rebuild
-        doc: dict[str, Any] = dict(reader.status().as_dict())
-        doc["rebuilding"] = rebuilding
-        doc["dicomfs_version"] = __version__
-        doc["mount_time"] = time.strftime(
-            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.mount_time_ns / 1e9)
-        )
-        doc["mount_time_ns"] = self.mount_time_ns
-        if self._extra_status is not None:
-            doc.update(self._extra_status())
-        return (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
+    def _status(self) -> bytes:  # answers during a rebuild and an outage too
+        return status_document(self._thread_reader, self.mount_time_ns, self._extra_status)
 
     def _plan_lines(self) -> list[PlanLine]:
         return plan_lines(self.reader, self.plan_paths())

@@ -447,3 +447,33 @@ def test_readers_and_the_writer_outlive_a_server_restart(tmp_path: Path) -> None
         writer.close()
     finally:
         cluster.stop()
+
+
+def test_a_role_that_may_only_select_reads_the_index_and_may_not_write_it(
+    tmp_path: Path, pg_cluster: PrivateCluster
+) -> None:
+    """What README's "Several hosts" grants a mount host is enough to read, search and list,
+    and a writer opened with it says which role it needs instead of failing mid-batch."""
+    import psycopg
+
+    from dicomfs.index.search import Query, find
+
+    url = pg_cluster.database()
+    writer = IndexWriter(url)
+    writer.apply([FileResult(make_file(tmp_path, "a.dcm", b"a"), ct("1.2.1"))])
+    writer.close()
+    role = f"mount_{os.getpid()}_{url.rsplit('/', 1)[1].split('?')[0]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    as_mount = url.replace("postgresql://dicomfs@", f"postgresql://{role}@")
+    reader = IndexReader(as_mount)
+    try:
+        assert reader.instance("1.2.1") is not None
+        assert reader.status().instances == 1
+        assert [h.uid for h in find(reader, Query(level="instance"))] == ["1.2.1"]
+    finally:
+        reader.close()
+    with pytest.raises(IndexUnavailableError, match="mount host's role"):
+        IndexWriter(as_mount)

@@ -37,7 +37,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from dicomfs import __version__
-from dicomfs.errors import IndexCorruptError
+from dicomfs.errors import IndexCorruptError, IndexUnavailableError
 from dicomfs.index.database import Connection
 from dicomfs.index.schema import CAPPED_WHERE as SQLITE_CAPPED_WHERE
 from dicomfs.index.schema import DDL, SCHEMA_VERSION
@@ -121,6 +121,13 @@ def name_query(lead: str) -> tuple[str, list[str]]:
     return "to_tsquery('simple', ?)", [_lexeme(fold(lead)) + ":*A"]
 
 
+# The tables a batch writes: a role without these rights is a reader's.
+_WRITTEN = (
+    "files", "uids", "instance_rows", "edge_paths", "edge_rows", "conflicts", "details",
+    "details_search", "changes", "meta",
+)  # fmt: skip
+
+
 def begin_write(conn: Connection) -> None:
     """Start a batch: a transaction holding the one write lock of the database."""
     conn.execute("BEGIN")
@@ -145,6 +152,17 @@ def create_or_check(conn: Connection, location: str) -> None:
                     f"{location} has schema version {row[0] if row else 'none'}, this dicomfs "
                     f"needs {SCHEMA_VERSION}: drop its tables and re-index (the index is a "
                     "cache of the source folders)"
+                )
+            may_write = conn.execute(
+                "SELECT bool_and(has_table_privilege(t, p)) FROM unnest(?::text[]) t, "
+                "unnest(ARRAY['INSERT', 'UPDATE', 'DELETE']) p",
+                (list(_WRITTEN),),
+            ).fetchone()[0]
+            if not may_write:
+                raise IndexUnavailableError(
+                    f"the role of {location} may read the index but not write it: that is a "
+                    "mount host's role; ingest (index, serve, receive) needs the writer role "
+                    "(README, Several hosts)"
                 )
         else:
             others = conn.execute(

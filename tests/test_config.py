@@ -143,3 +143,24 @@ def test_shipped_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> Non
     s = resolve({"config": str(example)}, {})
     assert s.sources and s.mountpoint is not None
     assert s.config_file == example
+
+
+def test_a_shared_index_with_roots_and_a_host_name(tmp_path: Path) -> None:
+    """Issue 17: the index as a PostgreSQL URL (kept as given, logged without its password),
+    [roots] from the file, DICOMFS_ROOTS and DICOMFS_HOST from the environment."""
+    toml = write(
+        tmp_path / "d.toml",
+        'index = "postgresql://ingest:secret@db.example.org/dicomfs"\nhost = "planning1"\n'
+        '[roots]\nnas = "/mnt/nas"\nscans = "/mnt/scans/"\n',
+    )
+    s = resolve({"config": str(toml)}, {})
+    assert s.index == "postgresql://ingest:secret@db.example.org/dicomfs"
+    assert s.roots == (("nas", "/mnt/nas"), ("scans", "/mnt/scans")) and s.host == "planning1"
+    summary = s.log_summary()
+    assert "secret" not in summary and "postgresql://ingest@db.example.org/dicomfs" in summary
+    s = resolve({}, {"DICOMFS_ROOTS": "nas=/srv/archive", "DICOMFS_HOST": "planning2"})
+    assert s.roots == (("nas", "/srv/archive"),) and s.host == "planning2"
+    for bad, message in (('[roots]\nnas = "relative"\n', "not an absolute path"),
+                         ('roots = "x"\n', "name=/path")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            resolve({"config": str(write(tmp_path / "bad.toml", bad))}, {})

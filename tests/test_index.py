@@ -449,25 +449,33 @@ def test_readers_and_the_writer_outlive_a_server_restart(tmp_path: Path) -> None
         cluster.stop()
 
 
-def test_a_role_that_may_only_select_reads_the_index_and_may_not_write_it(
+def test_the_roles_of_the_readme_read_and_write_as_it_says(
     tmp_path: Path, pg_cluster: PrivateCluster
 ) -> None:
-    """What README's "Several hosts" grants a mount host is enough to read, search and list,
-    and a writer opened with it says which role it needs instead of failing mid-batch."""
+    """README "Several hosts", step by step: a writer role owning the database creates the
+    tables; the mount role, given only what the README grants, reads, searches and
+    counts, and a writer opened with it says which role it needs."""
     import psycopg
 
     from dicomfs.index.search import Query, find
 
-    url = pg_cluster.database()
-    writer = IndexWriter(url)
+    tag = f"{os.getpid()}_{tmp_path.name}".replace("-", "_").lower()
+    ingest, mount, name = f"ingest_{tag}", f"mount_{tag}", f"roles_{tag}"
+    admin_url = pg_cluster.url()
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {ingest} LOGIN")
+        admin.execute(f"CREATE ROLE {mount} LOGIN")
+        admin.execute(f"CREATE DATABASE {name} OWNER {ingest}")
+    with psycopg.connect(pg_cluster.url(name), autocommit=True) as admin:
+        admin.execute(f"GRANT USAGE ON SCHEMA public TO {mount}")
+        admin.execute(
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {ingest} IN SCHEMA public "
+            f"GRANT SELECT ON TABLES TO {mount}"
+        )
+    writer = IndexWriter(pg_cluster.url(name, user=ingest))  # makes the tables
     writer.apply([FileResult(make_file(tmp_path, "a.dcm", b"a"), ct("1.2.1"))])
     writer.close()
-    role = f"mount_{os.getpid()}_{url.rsplit('/', 1)[1].split('?')[0]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN")
-        admin.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
-        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
-    as_mount = url.replace("postgresql://dicomfs@", f"postgresql://{role}@")
+    as_mount = pg_cluster.url(name, user=mount)
     reader = IndexReader(as_mount)
     try:
         assert reader.instance("1.2.1") is not None

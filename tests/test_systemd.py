@@ -85,7 +85,7 @@ def exposure(unit: Path) -> tuple[float, int]:
 
 
 def test_units_exist() -> None:
-    assert [u.name for u in UNITS] == ["dicomfs.service"]
+    assert [u.name for u in UNITS] == ["dicomfs-mount.service", "dicomfs.service"]
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
@@ -119,8 +119,9 @@ def test_threshold_catches_dropped_hardening(tmp_path: Path) -> None:
     assert score * 10 > EXPOSURE_THRESHOLD and status != 0, score
 
 
-def test_mounting_unit_keeps_the_mount_visible_and_fusermount_working() -> None:
-    keys = {key for key, _ in directives(SYSTEMD / "dicomfs.service")}
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_mounting_unit_keeps_the_mount_visible_and_fusermount_working(unit: Path) -> None:
+    keys = {key for key, _ in directives(unit)}
     assert not keys & FORBIDDEN_FOR_MOUNTING_UNIT
 
 
@@ -141,10 +142,11 @@ def test_capabilities_let_the_daemon_open_sources_as_the_reader() -> None:
     assert bounding == {"CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID"}  # nothing more
 
 
-def test_stale_mount_is_cleared_before_start() -> None:
-    pre = [v for k, v in directives(SYSTEMD / "dicomfs.service") if k == "ExecStartPre"]
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_stale_mount_is_cleared_before_start(unit: Path) -> None:
+    pre = [v for k, v in directives(unit) if k == "ExecStartPre"]
     assert pre[0].startswith("-") and "fusermount3 -u -z ${DICOMFS_MOUNTPOINT}" in pre[0]
-    env = [v for k, v in directives(SYSTEMD / "dicomfs.service") if k == "Environment"]
+    env = [v for k, v in directives(unit) if k == "Environment"]
     assert any(v.startswith("DICOMFS_MOUNTPOINT=/") for v in env)
 
 
@@ -154,6 +156,21 @@ def test_exec_start_is_a_valid_dicomfs_command() -> None:
     assert argv[0] == INSTALLED_BINARY
     args = build_parser().parse_args(argv[1:])
     assert args.command == "serve" and args.config == "/etc/dicomfs/dicomfs.toml"
+
+
+def test_the_mount_host_unit_mounts_a_database_index_read_only() -> None:
+    """dicomfs-mount.service: `dicomfs mount` of a PostgreSQL URL, with a role of its own
+    and the network opened to one address only."""
+    found = directives(SYSTEMD / "dicomfs-mount.service")
+    (start,) = [v for k, v in found if k == "ExecStart"]
+    argv = shlex.split(start)
+    assert argv[0] == INSTALLED_BINARY
+    assert build_parser().parse_args(argv[1:]).command == "mount"
+    env = dict(v.split("=", 1) for k, v in found if k == "Environment")
+    assert env["DICOMFS_INDEX"].startswith("postgresql://dicomfs_mount@")
+    assert "PGPASSFILE" in env and "DICOMFS_ROOTS" in env
+    keys = dict(found)
+    assert keys["IPAddressDeny"] == "any" and keys["IPAddressAllow"]
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)

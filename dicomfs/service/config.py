@@ -153,10 +153,10 @@ def _as_path(value: object, base: _PathBase) -> Path:
 
 def _as_roots(value: object) -> tuple[tuple[str, str], ...]:
     """A TOML table ``name = "/folder"``, or ``name=/folder,...`` from the environment."""
-    mapping = roots.parse(value) if isinstance(value, str) else value
-    if not isinstance(mapping, dict):
-        raise ValueError('expected a table of name = "/absolute/folder"')
     try:
+        mapping = roots.parse(value) if isinstance(value, str) else value
+        if not isinstance(mapping, dict):
+            raise ValueError('expected a table of name = "/absolute/folder"')
         made = roots.Roots({str(k): str(v) for k, v in mapping.items()})
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc

@@ -59,9 +59,16 @@ def postgres_missing() -> str | None:
 
 
 class PrivateCluster:
-    """One throwaway cluster; ``database()`` gives each test a new, empty database."""
+    """One throwaway cluster; ``database()`` gives each test a new, empty database.
 
-    def __init__(self) -> None:
+    ``tcp_port``: also listen on 127.0.0.1 at that port and give URLs over TCP
+    (the benchmark measures a server on loopback, as a client reaches one; its
+    data is synthetic, and trust authentication lets any local user in while
+    it runs).
+    """
+
+    def __init__(self, tcp_port: int | None = None) -> None:
+        self.tcp_port = tcp_port
         bindir = server_bin()
         if bindir is None:
             raise PgError("initdb/pg_ctl missing (Debian package postgresql)")
@@ -97,8 +104,10 @@ class PrivateCluster:
 
     def resume(self) -> None:
         """Start the server (again) on the cluster's own socket."""
+        listen = "127.0.0.1" if self.tcp_port else ""
         settings = (
-            f"-c listen_addresses='' -c unix_socket_directories={self.folder} -p {PORT} "
+            f"-c listen_addresses='{listen}' -c unix_socket_directories={self.folder} "
+            f"-p {self.tcp_port or PORT} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200"
         )
@@ -119,7 +128,9 @@ class PrivateCluster:
         self.resume()
 
     def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
-        """A libpq URL to ``database`` over this cluster's socket."""
+        """A libpq URL to ``database`` over this cluster's socket (or TCP, ``tcp_port``)."""
+        if self.tcp_port:
+            return f"postgresql://{user}@127.0.0.1:{self.tcp_port}/{database}"
         return (
             f"postgresql://{user}@/{database}?host={quote(str(self.folder), safe='')}&port={PORT}"
         )

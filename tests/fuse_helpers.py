@@ -449,24 +449,27 @@ def remove_test_accounts(only: set[str] | None = None) -> list[str]:
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: str, *, inodes: int | None = None) -> Iterator[Path]:
-    """A real tmpfs of ``size`` (and ``inodes``) mounted at ``path``: figures we know.
+def system_mount(path: Path, what: str, *args: str) -> Iterator[Path]:
+    """``mount ARGS PATH`` (made first), unmounted lazily at the end.
 
-    We run as root; in CI a tmpfs that cannot be mounted fails the test.
+    We run as root; in CI a mount that cannot be made fails the test.
     """
     path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size},mode=0755" + (f",nr_inodes={inodes}" if inodes else "")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-    )
+    done = subprocess.run(["mount", *args, str(path)], capture_output=True, text=True)
     if done.returncode != 0:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot mount a tmpfs: {done.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+            pytest.fail(f"cannot mount {what}: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount {what}: {done.stderr.strip()}")
     try:
         yield path
     finally:
         if os.path.ismount(path):
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, *, inodes: int | None = None) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (and ``inodes``) mounted at ``path``: figures we know."""
+    options = f"size={size},mode=0755" + (f",nr_inodes={inodes}" if inodes else "")
+    with system_mount(path, "a tmpfs", "-t", "tmpfs", "-o", options, "tmpfs") as mounted:
+        yield mounted

@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fuse_helpers import public_dir, require_fuse, wait_for
+from fuse_helpers import public_dir, require_fuse, system_mount, wait_for
 from pg_helpers import PrivateCluster
 from serve_helpers import ServeProcess
 
@@ -32,21 +31,9 @@ from dicomfs.index.roots import UNMAPPED
 DEADLINE = 60.0
 
 
-@contextlib.contextmanager
-def bound(source: Path, target: Path) -> Iterator[Path]:
+def bound(source: Path, target: Path) -> contextlib.AbstractContextManager[Path]:
     """``source`` bind-mounted at ``target``: the same files under another path."""
-    target.mkdir(parents=True)
-    done = subprocess.run(
-        ["mount", "--bind", str(source), str(target)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cannot bind-mount: {done.stderr.strip()}")
-        pytest.skip(f"cannot bind-mount: {done.stderr.strip()}")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+    return system_mount(target, "a bind mount", "--bind", str(source))
 
 
 def demo(folder: Path, seed: int) -> DemoSet:

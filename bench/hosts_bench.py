@@ -6,10 +6,13 @@ Same files, same machine, one run:
 1. ``dicomfs index`` of the scale benchmark's archive (``scale_bench.generate``,
    reused when it is there) into a new SQLite file and into a new database
    of a private PostgreSQL cluster reached over TCP on 127.0.0.1: files/s;
-2. in one process, with the index's own reader: a lookup by SOP Instance
-   UID, a series' listing, a page of ``by-sop/`` (1,000 entries) and a plan
-   package (``graph.package``), each over a random sample, after a warm-up:
-   median and 95th percentile;
+2. through a ``dicomfs mount`` of each index, as a user meets them: a stat
+   of ``by-sop/<uid>.dcm`` (the kernel asks the daemon: each UID once), a
+   series folder listed with every entry's attributes (``ls -l``), and a
+   plan folder walked the first time (its package computed); then the same
+   in one process with the index's own reader (a lookup by UID, a series'
+   rows, a page of ``by-sop/``, ``graph.package``), after a warm-up, and
+   the driver's bare round trip (``SELECT 1``): median and 95th percentile;
 3. how long a file takes to appear in a mount: with PostgreSQL, written into
    the folder host "alpha" (``dicomfs serve``) ingests and looked up by path
    in the mount of host "beta" (``dicomfs mount`` of the same database, its
@@ -83,27 +86,76 @@ def timed(calls: list[Callable[[], object]]) -> tuple[float, float]:
     return percentiles(samples)
 
 
-def queries(index: str, seed: int) -> dict[str, tuple[float, float]]:
-    """The read measures of one index (item 2 of the docstring), same samples for both."""
+class Samples:
+    """The UIDs every measure of both indexes takes, drawn once from the SQLite index."""
+
+    def __init__(self, index: str, seed: int) -> None:
+        reader = IndexReader(index)
+        try:
+            rng = random.Random(seed)
+            uids = [r[0] for r in reader.rows("SELECT sop_uid FROM instance_rows ORDER BY 1")]
+            series = [r[0] for r in reader.rows("SELECT DISTINCT series_uid FROM instances")]
+            plans = [p.sop_uid for p in reader.plans()]
+        finally:
+            reader.close()
+        self.sop = rng.sample(uids, min(SAMPLE, len(uids)))
+        self.series = rng.sample(sorted(series), min(SAMPLE // 5, len(series)))
+        self.plans = rng.sample(plans, min(SAMPLE // 10, len(plans)))
+
+
+def once_each(calls: list[Callable[[], object]]) -> tuple[float, float]:
+    """Median and p95 in ms of each call, each run once (a first access)."""
+    samples = []
+    for call in calls:
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1000)
+    return percentiles(samples)
+
+
+def ls_l(folder: Path) -> None:
+    for name in os.listdir(folder):
+        os.lstat(folder / name)
+
+
+def walk(folder: Path) -> None:
+    for top, _, files in os.walk(folder):
+        for name in files:
+            os.lstat(os.path.join(top, name))
+
+
+def through_mount(index: str, work: Path, samples: Samples) -> dict[str, tuple[float, float]]:
+    """The user's view of an index (item 2): a fresh ``dicomfs mount`` of it."""
+    mnt = work / "reads-mnt"
+    mnt.mkdir(exist_ok=True)
+    argv = [PYTHON, "-m", "dicomfs", "mount", str(mnt), "--index", index]
+    with process(argv, {}, work / "reads.log") as proc:
+        wait_mounted(mnt, proc, work / "reads.log")
+        return {
+            "stat by-sop/UID.dcm": once_each(
+                [lambda u=u: os.stat(mnt / "by-sop" / f"{u}.dcm") for u in samples.sop]
+            ),
+            "ls -l by-series/UID": once_each(
+                [lambda s=s: ls_l(mnt / "by-series" / s) for s in samples.series]
+            ),
+            "first walk of plans/UID": once_each(
+                [lambda p=p: walk(mnt / "plans" / p) for p in samples.plans]
+            ),
+        }
+
+
+def queries(index: str, samples: Samples) -> dict[str, tuple[float, float]]:
+    """The same, in one process with the index's reader, after a warm-up pass."""
     reader = IndexReader(index)
     try:
-        rng = random.Random(seed)
-        uids = [r[0] for r in reader.rows("SELECT sop_uid FROM instance_rows ORDER BY sop_uid")]
-        series = sorted(
-            {r[0] for r in reader.rows("SELECT DISTINCT series_uid FROM instances")} - {""}
-        )
-        plans = [p.sop_uid for p in reader.plans()]
-        sop = rng.sample(uids, min(SAMPLE, len(uids)))
-        ser = rng.sample(series, min(SAMPLE, len(series)))
-        pln = rng.sample(plans, min(SAMPLE // 5, len(plans)))
-        after = rng.sample(uids, min(SAMPLE // 5, len(uids)))
         return {
-            "lookup by UID": timed([lambda u=u: reader.instance(u) for u in sop]),
-            "series listing": timed([lambda s=s: reader.series_instances(s) for s in ser]),
+            "lookup by UID": timed([lambda u=u: reader.instance(u) for u in samples.sop]),
+            "series rows": timed([lambda s=s: reader.series_instances(s) for s in samples.series]),
             "by-sop page (1,000)": timed(
-                [lambda a=a: sop_uid_page(reader, a.encode(), 1000) for a in after]
+                [lambda a=a: sop_uid_page(reader, a.encode(), 1000) for a in samples.sop[:100]]
             ),
-            "plan package": timed([lambda p=p: graph.package(reader, p) for p in pln]),
+            "plan package": timed([lambda p=p: graph.package(reader, p) for p in samples.plans]),
+            "round trip (SELECT 1)": timed([lambda: reader.rows("SELECT 1")] * 200),
         }
     finally:
         reader.close()
@@ -180,13 +232,11 @@ def cross_host(work: Path, url: str, template: Path, rounds: int) -> list[float]
     roots = {"DICOMFS_ROOTS": f"shared={shared}"}
     serve = [PYTHON, "-m", "dicomfs", "serve", str(shared), "--mount", str(alpha), "--index", url]
     mount = [PYTHON, "-m", "dicomfs", "mount", str(beta), "--index", url]
-    with (
-        process(serve, {**roots, "DICOMFS_HOST": "alpha"}, work / "alpha.log") as a,
-        process(mount, {**roots, "DICOMFS_HOST": "beta"}, work / "beta.log") as b,
-    ):
-        wait_mounted(alpha, a, work / "alpha.log")
-        wait_mounted(beta, b, work / "beta.log")
-        return visibility(shared, beta, template, rounds)
+    with process(serve, {**roots, "DICOMFS_HOST": "alpha"}, work / "alpha.log") as a:
+        wait_mounted(alpha, a, work / "alpha.log")  # alpha has made the schema by then
+        with process(mount, {**roots, "DICOMFS_HOST": "beta"}, work / "beta.log") as b:
+            wait_mounted(beta, b, work / "beta.log")
+            return visibility(shared, beta, template, rounds)
 
 
 def same_host(work: Path, index: Path, template: Path, rounds: int) -> list[float]:
@@ -219,6 +269,7 @@ def _pair(low: tuple[float, float], fmt: str = "{:.3f}") -> str:
 def report(
     files: int,
     rates: dict[str, float],
+    mounted: dict[str, dict[str, tuple[float, float]]],
     reads: dict[str, dict[str, tuple[float, float]]],
     seen: dict[str, list[float]],
 ) -> str:
@@ -227,12 +278,16 @@ def report(
         ["`dicomfs index`, files/s", f"{lite_rate:,.0f}", f"{pg_rate:,.0f}",
          f"{pg_rate / lite_rate:.2f}x", ""],
     ]  # fmt: skip
-    for what, lite in reads["sqlite"].items():
-        pg = reads["postgresql"][what]
+    for what, lite in mounted["sqlite"].items():
+        pg = mounted["postgresql"][what]
         verdict = "within 2x" if pg[0] <= 2 * lite[0] else "**over 2x**"
         rows.append(
             [f"{what}, ms p50 / p95", _pair(lite), _pair(pg), f"{pg[0] / lite[0]:.2f}x", verdict]
         )
+    inside = []
+    for what, lite in reads["sqlite"].items():
+        pg = reads["postgresql"][what]
+        inside.append([f"{what}, ms p50 / p95", _pair(lite), _pair(pg), f"{pg[0] / lite[0]:.2f}x"])
     lite_seen, pg_seen = percentiles(seen["sqlite"]), percentiles(seen["postgresql"])
     slowest = max(seen["postgresql"])
     rows.append(
@@ -252,6 +307,10 @@ def report(
             "SQLite in WAL mode on the same disk. Same archive, same samples.",
             "",
             table(["measure", "SQLite", "PostgreSQL", "PG / SQLite", "target"], rows),
+            "",
+            "In one process, with the index's own reader (no FUSE), same samples:",
+            "",
+            table(["measure", "SQLite", "PostgreSQL", "PG / SQLite"], inside),
         ]
     )
 
@@ -276,14 +335,20 @@ def main() -> None:
             "postgresql": index_rate(archive, url, args.files),
         }
         print(f"index: {rates}")
-        reads = {"sqlite": queries(str(lite), 1), "postgresql": queries(url, 1)}
-        print(f"reads: {reads}")
+        samples = Samples(str(lite), 1)
+        mounted = {
+            "sqlite": through_mount(str(lite), scratch, samples),
+            "postgresql": through_mount(url, scratch, samples),
+        }
+        print(f"through the mount: {mounted}")
+        reads = {"sqlite": queries(str(lite), samples), "postgresql": queries(url, samples)}
+        print(f"in process: {reads}")
         seen = {
             "sqlite": same_host(scratch, scratch / "local.sqlite", template, args.rounds),
             "postgresql": cross_host(scratch, cluster.database(), template, args.rounds),
         }
         print(f"visibility: {seen}")
-        section = report(args.files, rates, reads, seen)
+        section = report(args.files, rates, mounted, reads, seen)
         print(section)
         write_section("hosts", section)
     finally:

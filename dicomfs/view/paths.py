@@ -62,6 +62,14 @@ def split_path(path: str) -> list[str]:
     return parts
 
 
+def is_series_folder(parts: list[str]) -> bool:
+    """``by-series/<uid>`` or ``by-study/<uid>/<uid>``: a folder whenever it has entries."""
+    shape = (len(parts) == 2 and parts[0] == "by-series") or (
+        len(parts) == 3 and parts[0] == "by-study"
+    )
+    return shape and all(is_safe_uid(part) for part in parts[1:])
+
+
 def valid_path(path: str) -> bool:
     """True when every component of ``path`` may be a name of the view (front-ends check first)."""
     try:

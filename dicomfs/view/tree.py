@@ -58,7 +58,7 @@ from dicomfs.view.nodes import (
 )
 from dicomfs.view.packages import Packages
 from dicomfs.view.pages import Entries, NamePage, find_synthetic, name_pages, pages, streamed
-from dicomfs.view.paths import NAMES, split_path, uid_of
+from dicomfs.view.paths import NAMES, is_series_folder, split_path, uid_of
 from dicomfs.view.patients import PatientsTree
 from dicomfs.view.plan_table import PlanLine, format_tsv, plan_lines, renderer
 from dicomfs.view.prefixes import Prefixes, rows_to_list
@@ -173,14 +173,21 @@ class View:
         with the archive come a page per query, in key order.
         """
         parts = split_path(path)
-        if isinstance(self.lookup(path), FileNode):
-            raise NotADirectory("not a folder")
-        if streamed(parts):
-            return pages(self, parts)
 
         def listing() -> Entries:
             return sorted(self._list(parts), key=lambda e: e[0])
 
+        if is_series_folder(parts):
+            # Entries prove the folder is there: the lookup's query is needed only when
+            # there are none (then NotFound). One query less for every series listed.
+            entries = self._cache.get(("list", *parts), listing)
+            if not entries:
+                self.lookup(path)
+            return iter([entries])
+        if isinstance(self.lookup(path), FileNode):
+            raise NotADirectory("not a folder")
+        if streamed(parts):
+            return pages(self, parts)
         if len(parts) > 1 and parts[0] == "plans":  # kept with the package (view.packages)
             return iter([self._packages.listing(parts[1], tuple(parts[2:]), listing)])
         return iter([self._cache.get(("list", *parts), listing)])

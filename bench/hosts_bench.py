@@ -301,6 +301,8 @@ def report(
     )
     return "\n".join(
         [
+            "## Several hosts: PostgreSQL beside SQLite (`bench/hosts_bench.py`)",
+            "",
             f"Run: {time.strftime('%Y-%m-%d')}, `bench/hosts_bench.py --files {files}`; "
             f"{machine_line()}.",
             "PostgreSQL 15 (Debian): a private cluster on 127.0.0.1 over TCP, fsync off. "

@@ -363,6 +363,8 @@ class IndexReader:
         (reliability.md E5); the caller may write between."""
         mapping = roots.current()
         low = mapping.stored(os.fsencode(prefix), shared=self.postgres)
+        # Stored as local (an SQLite index, no roots): no mapping per row of a re-scan.
+        local = mapping.local if mapping or self.postgres else None
         high = _bytes_after_prefix(low)
         upper, bound = ("", ()) if high is None else (" AND path < ?", (high,))
         first, after = (
@@ -372,7 +374,7 @@ class IndexReader:
         sql = first
         while rows := self.rows(sql, (low, *bound, page)):
             for row in rows:
-                yield mapping.local(bytes(row[0])), row[1:]
+                yield (row[0] if local is None else local(bytes(row[0]))), row[1:]
             low, sql = bytes(rows[-1][0]), after
 
     def file_state(self, path: str) -> str | None:

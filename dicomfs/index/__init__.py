@@ -10,7 +10,7 @@ everything above reads the index through the names exported here and
 """
 
 from dicomfs.index.changes import Changes, Depends
-from dicomfs.index.database import as_target, default_index_path, is_url, shown
+from dicomfs.index.database import as_target, default_index_path, is_unreachable, is_url, shown
 from dicomfs.index.database import errors as index_errors
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.recovery import is_damage, is_disk_full, set_aside
@@ -46,6 +46,7 @@ __all__ = [
     "index_errors",
     "is_damage",
     "is_disk_full",
+    "is_unreachable",
     "is_url",
     "set_aside",
     "shown",

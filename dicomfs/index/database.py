@@ -101,6 +101,17 @@ def errors(*also: type[Exception]) -> tuple[type[Exception], ...]:
     return (*also, sqlite3.Error, psycopg.Error)
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a PostgreSQL server that cannot be reached:
+    an outage to report, unlike a damaged SQLite file, which is rebuilt (``live.index_guard``)."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return False
+    return isinstance(exc, psycopg.OperationalError) or isinstance(
+        exc.__cause__, psycopg.OperationalError
+    )
+
+
 @functools.lru_cache(maxsize=1024)
 def _pg_sql(sql: str) -> str:
     """``?`` -> ``%s`` outside quoted literals, ``%`` -> ``%%`` everywhere (psycopg's format)."""

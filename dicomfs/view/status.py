@@ -1,10 +1,11 @@
 """``.dicomfs/status.json``: what the index holds, and whether it can be read at all.
 
 The status is what an operator reads first when something is wrong, so it
-answers in every state: while the index is rebuilt (``"rebuilding":
-true``), and while a PostgreSQL index cannot be reached (a server
-restarting, a network down), when it says so in ``"index_unreachable"``
-instead of failing with the listings. The driver's message is kept: it
+answers while the index is rebuilt (``"rebuilding": true``), and while a
+PostgreSQL index cannot be reached (a server restarting, a network down),
+when it says so in ``"index_unreachable"`` instead of failing with the
+listings. An SQLite file that fails to read is being replaced or rebuilt:
+that fails as before (EIO), until the rebuild's own status answers. The driver's message is kept: it
 names the server and the failure, never a value read from a file.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from dicomfs import __version__
 from dicomfs.errors import IndexUnavailableError
-from dicomfs.index import IndexReader, index_errors
+from dicomfs.index import IndexReader, index_errors, is_unreachable
 
 
 def status_document(
@@ -32,6 +33,8 @@ def status_document(
         doc.update(current.status().as_dict())
         doc["rebuilding"] = rebuilding
     except index_errors(IndexUnavailableError) as exc:
+        if not is_unreachable(exc):
+            raise  # an SQLite file being replaced or rebuilt: EIO, then "rebuilding"
         doc["index_unreachable"] = " ".join(str(exc).split()) or type(exc).__name__
     doc["dicomfs_version"] = __version__
     doc["mount_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mount_time_ns / 1e9))
@@ -45,5 +48,7 @@ def reachable(reader: Callable[[], tuple[IndexReader, bool]]) -> bool:
     """Whether the index answers and is complete: else the status is made afresh each time."""
     try:
         return not reader()[1]
-    except index_errors(IndexUnavailableError):
+    except index_errors(IndexUnavailableError) as exc:
+        if not is_unreachable(exc):
+            raise
         return False

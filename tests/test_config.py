@@ -164,3 +164,11 @@ def test_a_shared_index_with_roots_and_a_host_name(tmp_path: Path) -> None:
                          ('roots = "x"\n', "name=/path")):  # fmt: skip
         with pytest.raises(ConfigError, match=message):
             resolve({"config": str(write(tmp_path / "bad.toml", bad))}, {})
+
+
+def test_a_database_password_is_never_shown() -> None:
+    """In the URL's user part or as libpq's password parameter: both are dropped."""
+    from dicomfs.index import shown
+
+    url = "postgresql://ingest:secret@db.example.org/dicomfs?password=secret&sslmode=require"
+    assert shown(url) == "postgresql://ingest@db.example.org/dicomfs?sslmode=require"

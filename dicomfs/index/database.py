@@ -6,7 +6,8 @@ of ``sqlite3.Connection`` they use: ``execute``, ``executemany``,
 ``in_transaction``, ``close``. ``PgConnection`` gives a psycopg 3
 connection that same face, so the reader and the writer do not care which
 engine is behind it; where the engines must differ (the schema's DDL, the
-write lock, SQLite's pragmas and its WAL), the code asks ``is_postgres``.
+write lock, SQLite's pragmas and its WAL), the code asks ``is_postgres``
+(``IndexReader.postgres``).
 
 What the adapter does is what DB-API leaves to each driver: the parameter
 style (``?`` here, ``%s`` for psycopg; a literal ``%`` is doubled) and the
@@ -79,13 +80,15 @@ def is_url(target: object) -> bool:
 
 
 def shown(url: str) -> str:
-    """``url`` without its password: for messages, logs and ``status``."""
+    """``url`` without its password (``user:password@`` or ``?password=``): for messages,
+    logs and ``status``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=f"{user}{host}"))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        user = f"{parts.username}@" if parts.username else ""
+        parts = parts._replace(netloc=f"{user}{host}")
+    query = [q for q in parts.query.split("&") if q and not q.startswith("password=")]
+    return urlunsplit(parts._replace(query="&".join(query)))
 
 
 def errors(*also: type[Exception]) -> tuple[type[Exception], ...]:

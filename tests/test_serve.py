@@ -79,15 +79,25 @@ def test_copied_file_appears_in_the_mount_and_sigterm_unmounts(
 def test_kill9_mid_burst_then_restart(dirs: tuple[Path, Path, Path], ct_files: list[Path]) -> None:
     src, mnt, index = dirs
     serve = ServeProcess([src], mnt, index, verbose=0).start()
-    copying = threading.Thread(
-        target=lambda: [shutil.copy(p, src / p.name) for p in ct_files], name="copier"
-    )
+    # The burst's second half arrives only after the kill, so there is always work left
+    # for the restart: 400 small files could otherwise all be indexed in one batch
+    # between two looks at the count (it happened in CI).
+    killed = threading.Event()
+
+    def copy() -> None:
+        for number, path in enumerate(ct_files):
+            if number == len(ct_files) // 2:
+                killed.wait(DEADLINE)
+            shutil.copy(path, src / path.name)
+
+    copying = threading.Thread(target=copy, name="copier")
     try:
         copying.start()
         reader = IndexReader(index)
         wait_for(lambda: reader.status().instances >= 50, DEADLINE, "the burst to be half-way")
         reader.close()
         serve.kill9()
+        killed.set()
         copying.join()
         # No orphan may keep the FUSE connection: the mount must say ENOTCONN, not hang.
         assert mount_state(mnt) == "stale"
@@ -111,6 +121,7 @@ def test_kill9_mid_burst_then_restart(dirs: tuple[Path, Path, Path], ct_files: l
         finally:
             restarted.cleanup()
     finally:
+        killed.set()  # a failure before the kill must not leave the copier waiting
         serve.cleanup()
 
 

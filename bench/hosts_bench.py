@@ -78,12 +78,7 @@ def timed(calls: list[Callable[[], object]]) -> tuple[float, float]:
     """Median and p95 in ms of each call, after one warm-up pass over all of them."""
     for call in calls:
         call()
-    samples = []
-    for call in calls:
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1000)
-    return percentiles(samples)
+    return once_each(calls)
 
 
 class Samples:

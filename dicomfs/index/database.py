@@ -25,6 +25,7 @@ quarter of a second, which an SQLite user's every command would pay.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -71,6 +72,24 @@ def as_target(value: str | Path) -> Path | str:
     """An index named by a user: a database URL as given, a file as an absolute path
     (the FUSE loop may change the working directory before readers open it)."""
     return str(value) if is_url(value) else Path(os.path.abspath(value))
+
+
+@contextlib.contextmanager
+def transaction(conn: Connection, begin: str = "BEGIN") -> Iterator[None]:
+    """``begin`` ... ``COMMIT``, or ``ROLLBACK`` on any error, in either engine.
+
+    SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR): a second
+    ROLLBACK would hide the real error behind "no transaction", so it is
+    issued only while a transaction is open.
+    """
+    conn.execute(begin)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def is_url(target: object) -> bool:

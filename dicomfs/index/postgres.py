@@ -36,11 +36,10 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
-from dicomfs import __version__
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
-from dicomfs.index.database import Connection
+from dicomfs.index.database import Connection, transaction
 from dicomfs.index.schema import CAPPED_WHERE as SQLITE_CAPPED_WHERE
-from dicomfs.index.schema import DDL, SCHEMA_VERSION
+from dicomfs.index.schema import DDL, SCHEMA_VERSION, insert_meta
 
 # pg_advisory_xact_lock keys (any 64-bit numbers; fixed so that every host agrees).
 WRITE_LOCK = 0x6469636F6D6673  # "dicomfs"
@@ -128,9 +127,8 @@ _WRITTEN = (
 )  # fmt: skip
 
 
-def begin_write(conn: Connection) -> None:
-    """Start a batch: a transaction holding the one write lock of the database."""
-    conn.execute("BEGIN")
+def lock_writers(conn: Connection) -> None:
+    """First in a batch's transaction: hold the one write lock of the database."""
     conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
 
 
@@ -141,8 +139,7 @@ def create_or_check(conn: Connection, location: str) -> None:
     PostgreSQL index older than schema 7 exists, so there is nothing to upgrade
     yet; a newer or unknown one is refused as the SQLite check does.
     """
-    conn.execute("BEGIN")
-    try:
+    with transaction(conn):
         conn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
         has_meta = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
         if has_meta:
@@ -175,12 +172,4 @@ def create_or_check(conn: Connection, location: str) -> None:
                 )
             for statement in pg_ddl():
                 conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("schema_version", str(SCHEMA_VERSION)), ("dicomfs_version", __version__)],
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+            insert_meta(conn)

@@ -79,7 +79,7 @@ from pathlib import Path
 from dicomfs import __version__
 from dicomfs.dicom.records import EDGES_CAPPED
 from dicomfs.errors import IndexCorruptError
-from dicomfs.index.database import Connection, errors
+from dicomfs.index.database import Connection, errors, transaction
 
 SCHEMA_VERSION = 7
 # Meta key moved by every batch that writes anything (``IndexWriter.apply``):
@@ -344,8 +344,7 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
     same new index must not both insert the schema rows. A file with other
     tables is someone else's database and is left alone.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn, "BEGIN IMMEDIATE"):
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         if "meta" in tables:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -368,12 +367,12 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
             raise IndexCorruptError("file exists and is not a dicomfs index")
         else:
             _create_tables(conn)
-            conn.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("schema_version", str(SCHEMA_VERSION)), ("dicomfs_version", __version__)],
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+            insert_meta(conn)
+
+
+def insert_meta(conn: Connection) -> None:
+    """The first rows of a new index: its schema version and the dicomfs that made it."""
+    conn.executemany(
+        "INSERT INTO meta(key, value) VALUES (?, ?)",
+        [("schema_version", str(SCHEMA_VERSION)), ("dicomfs_version", __version__)],
+    )

@@ -4,7 +4,7 @@ Concurrency (reliability.md E): one writer, every batch in one
 ``BEGIN IMMEDIATE`` transaction, so a second writer (another ``dicomfs
 index``) waits instead of failing; readers open their own read-only
 connections. In a PostgreSQL index the batch holds an advisory lock
-instead (``postgres.begin_write``), which serializes the writers of every
+instead (``postgres.lock_writers``), which serializes the writers of every
 host alike. The writer also enforces the duplicate rule: the copy of a
 SOP Instance UID indexed first serves it, later copies are recorded as
 benign (identical bytes) or conflicts, and the oldest remaining copy is
@@ -31,6 +31,7 @@ from dicomfs.index.database import (
     errors,
     is_url,
     shown,
+    transaction,
 )
 from dicomfs.index.reader import IndexReader
 from dicomfs.index.rows import ApplyStats, decode_path, encode_path
@@ -109,11 +110,9 @@ class IndexWriter(IndexReader):
             conn = self._conn
             self._touched = set()  # logged with the batch (index.changes)
             self._numbers = {}
-            if self.path is None:
-                postgres.begin_write(conn)
-            else:
-                conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn, "BEGIN" if self.postgres else "BEGIN IMMEDIATE"):
+                if self.postgres:
+                    postgres.lock_writers(conn)
                 for path in removed:
                     stats.removed += self._remove(encode_path(path, shared=self.postgres), digest)
                 for item in results:
@@ -122,13 +121,6 @@ class IndexWriter(IndexReader):
                 if results or stats.removed:
                     previous, generation = self._next_generation()
                     changes.record(conn, previous, generation, self._touched)
-                conn.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR):
-                # a second ROLLBACK would hide the real error behind "no transaction".
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             if self.path is not None and _wal_size(self.path) > WAL_LIMIT:
                 self._restart_wal()
         return stats

@@ -463,8 +463,8 @@ def system_mount(path: Path, what: str, *args: str) -> Iterator[Path]:
     try:
         yield path
     finally:
-        if os.path.ismount(path):
-            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        # Not os.path.ismount: a bind mount within one filesystem does not look like one.
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @contextlib.contextmanager

@@ -14,3 +14,4 @@ $py bench/smb_bench.py --rounds 7
 $py bench/big_object_bench.py
 $py bench/access_bench.py --files 2000 --rounds 5
 $py bench/human_bench.py --instances 1000000 --patients 4000 --plans 2000
+$py bench/hosts_bench.py --files 100000

@@ -75,6 +75,17 @@ def test_bad_names_and_paths_are_clear_errors(
         Roots(mapping, host)
 
 
+def test_an_odd_hostname_is_made_a_name_and_an_odd_given_name_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hostname only tags this host's rows: made valid, so no command fails on it."""
+    monkeypatch.delenv(roots.HOST_ENV, raising=False)
+    monkeypatch.setattr(roots.socket, "gethostname", lambda: "lab pc#3.example.org")
+    assert Roots({}).host == "lab-pc-3"
+    with pytest.raises(ConfigError, match="host name"):
+        Roots({}, "lab pc#3")
+
+
 def test_a_source_holding_a_root_is_refused() -> None:
     mapping = Roots({"nas": "/mnt/nas"}, "alpha")
     mapping.check_sources([Path("/mnt/nas"), Path("/mnt/nas/sub"), Path("/other")])

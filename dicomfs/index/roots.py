@@ -31,8 +31,8 @@ A path of a root (or a host) this host has no mapping for is read back under
 file is listed, and opening it fails as a vanished source would, so no
 other file is ever served in its place. Devices differ between hosts (each
 NFS client numbers its mounts), so a rooted file's device is not compared
-when it is opened (``rows.file_row`` gives 0, ``own_device``); inode, size,
-times are.
+when it is opened (``rows.file_row`` gives 0, ``Roots.own_device``); inode,
+size, times are.
 """
 
 from __future__ import annotations
@@ -97,6 +97,11 @@ class Roots:
         base = self._by_name.get(name)
         return UNMAPPED + name.lstrip(b"@") + rest if base is None else base + rest
 
+    def own_device(self, stored: bytes) -> bool:
+        """True when the device number stored with ``stored`` is this host's to compare: a
+        plain path or one of this host's own (``@host:``); a root's may be another host's."""
+        return stored[:1] == b"/" or stored.startswith(self.host_prefix + b":")
+
     def check_sources(self, sources: Sequence[str | Path]) -> None:
         """Refuse a source folder that holds a root strictly inside it (module docstring)."""
         for source in sources:
@@ -110,15 +115,16 @@ class Roots:
                     )
 
 
-def own_device(stored: bytes) -> bool:
-    """True when the device number stored with ``stored`` is this host's to compare: a
-    plain path or one of this host's own (``@host:``); a root's may be another host's."""
-    return stored[:1] == b"/" or stored.startswith(current().host_prefix + b":")
-
-
 def host_name(given: str | None = None) -> str:
-    """This host's name in a shared index: ``given``, ``DICOMFS_HOST``, else the hostname."""
-    name = given or os.environ.get(HOST_ENV) or socket.gethostname().split(".")[0]
+    """This host's name in a shared index: ``given``, ``DICOMFS_HOST``, else the hostname.
+
+    A name given is checked; the hostname is made a valid name instead (it only
+    tags this host's rows), so no command fails on a host named oddly.
+    """
+    name = given or os.environ.get(HOST_ENV)
+    if not name:
+        hostname = socket.gethostname().split(".")[0]
+        name = re.sub(r"[^A-Za-z0-9_.-]", "-", hostname)[:64] or "localhost"
     if not NAME.fullmatch(name):
         raise ConfigError(
             f"host name {name!r} cannot name this host's rows: set {HOST_ENV} (or `host` in "

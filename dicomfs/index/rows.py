@@ -193,13 +193,14 @@ def encode_path(path: str, *, shared: bool) -> bytes:
 def file_row(row: Sequence[Any], offset: int = 0) -> FileRow:
     """``FILE_COLUMNS`` starting at ``offset``: they follow other columns in joins."""
     raw = bytes(row[offset + 1])
+    mapping = roots.current()
     return FileRow(
         file_id=row[offset],
-        path=decode_path(raw),
+        path=os.fsdecode(mapping.local(raw)),  # as decode_path, with the mapping at hand
         size=row[offset + 2],
         mtime_ns=row[offset + 3],
         inode=row[offset + 4],
-        dev=row[offset + 5] if roots.own_device(raw) else 0,  # else another host's numbering
+        dev=row[offset + 5] if mapping.own_device(raw) else 0,  # else another host's numbering
         uid=row[offset + 6],
         gid=row[offset + 7],
         mode=row[offset + 8],

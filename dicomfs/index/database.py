@@ -6,8 +6,8 @@ of ``sqlite3.Connection`` they use: ``execute``, ``executemany``,
 ``in_transaction``, ``close``. ``PgConnection`` gives a psycopg 3
 connection that same face, so the reader and the writer do not care which
 engine is behind it; where the engines must differ (the schema's DDL, the
-write lock, SQLite's pragmas and its WAL), the code asks ``is_postgres``
-(``IndexReader.postgres``).
+write lock, SQLite's pragmas and its WAL), the code asks
+``IndexReader.postgres``.
 
 What the adapter does is what DB-API leaves to each driver: the parameter
 style (``?`` here, ``%s`` for psycopg; a literal ``%`` is doubled) and the
@@ -172,8 +172,6 @@ class PgConnection:
     the next statement then connects again.
     """
 
-    is_postgres = True
-
     def __init__(self, url: str, *, read_only: bool, application: str) -> None:
         self._url, self._read_only, self._application = url, read_only, application
         self._conn = self._connect()
@@ -236,7 +234,3 @@ class PgConnection:
     def raw(self) -> psycopg.Connection[Any]:
         """The psycopg connection, for what only PostgreSQL has (LISTEN, COPY)."""
         return self._conn
-
-
-def is_postgres(conn: Connection) -> bool:
-    return getattr(conn, "is_postgres", False) is True

@@ -24,7 +24,7 @@ from dicomfs.dicom.records import ChangeKey
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
 from dicomfs.index import postgres, roots
 from dicomfs.index.changes import Changes, Recorded, between
-from dicomfs.index.database import Connection, PgConnection, errors, is_postgres, is_url, shown
+from dicomfs.index.database import Connection, PgConnection, errors, is_url, shown
 from dicomfs.index.opening import open_read_only
 from dicomfs.index.rows import (
     EDGE_COLUMNS,
@@ -420,7 +420,7 @@ class IndexReader:
         return float(value) if value else None
 
     def status(self) -> IndexStatus:
-        if is_postgres(self._conn):
+        if self.postgres:
             capped = f"instance_rows WHERE {postgres.CAPPED_WHERE}"
         else:  # else SQLite may read every row
             capped = f"instance_rows INDEXED BY instances_capped WHERE {CAPPED_WHERE}"

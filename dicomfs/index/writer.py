@@ -320,7 +320,7 @@ class IndexWriter(IndexReader):
                 d.review_date,
             ),
         )
-        if self.path is None:  # PostgreSQL's full-text rows (SQLite's come from triggers)
+        if self.postgres:  # PostgreSQL's full-text rows (SQLite's come from triggers)
             others = (d.study_description, inst.series_description, inst.label, d.plan_name)
             conn.execute(
                 postgres.SEARCH_INSERT, (file_id, *postgres.search_values(d.patient_name, others))

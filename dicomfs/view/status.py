@@ -33,9 +33,7 @@ def status_document(
         doc.update(current.status().as_dict())
         doc["rebuilding"] = rebuilding
     except index_errors(IndexUnavailableError) as exc:
-        if not is_unreachable(exc):
-            raise  # an SQLite file being replaced or rebuilt: EIO, then "rebuilding"
-        doc["index_unreachable"] = " ".join(str(exc).split()) or type(exc).__name__
+        doc["index_unreachable"] = _outage(exc)
     doc["dicomfs_version"] = __version__
     doc["mount_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mount_time_ns / 1e9))
     doc["mount_time_ns"] = mount_time_ns
@@ -49,6 +47,13 @@ def reachable(reader: Callable[[], tuple[IndexReader, bool]]) -> bool:
     try:
         return not reader()[1]
     except index_errors(IndexUnavailableError) as exc:
-        if not is_unreachable(exc):
-            raise
+        _outage(exc)
         return False
+
+
+def _outage(exc: Exception) -> str:
+    """Why a PostgreSQL index cannot be reached, in one line; any other failure (an SQLite
+    file being replaced or rebuilt) is raised again: EIO, then "rebuilding"."""
+    if not is_unreachable(exc):
+        raise exc
+    return " ".join(str(exc).split()) or type(exc).__name__

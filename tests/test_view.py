@@ -157,6 +157,86 @@ def test_by_series_and_by_study(view: View, corpus: Corpus) -> None:
             view.lookup(wrong)
 
 
+def _folder_answers(view: View, paths: list[str]) -> list[object]:
+    answers: list[object] = []
+    for path in paths:
+        try:
+            answers.append(view.lookup(path))
+        except NotFound:
+            answers.append(None)
+    return answers
+
+
+def test_kept_listings_answer_folder_lookups_as_the_index_does(
+    index: Path | str, corpus: Corpus
+) -> None:
+    """A study or series folder looked up through its kept listing: the same answers.
+
+    The hostile series has only unsafe UIDs, so it lists empty and is still
+    a folder; a series of another study is no folder of this one.
+    """
+    reader = IndexReader(index)
+    pairs = reader.rows("SELECT DISTINCT study_uid, series_uid FROM instances ORDER BY 1, 2")
+    reader.close()
+    paths = ["by-series/9.9.9", f"by-study/{corpus.study}/9.9.9", "by-study/9.9.9"]
+    for study, series in pairs:
+        paths += [f"by-series/{series}", f"by-study/{study}", f"by-study/{study}/{series}"]
+        paths += [f"by-study/9.9.9/{series}"]
+    assert f"by-series/{corpus.hostile_series}" in paths
+    asked, kept = make_view(index), make_view(index, ttl=60)
+    try:
+        answers = _folder_answers(asked, paths)
+        assert answers == _folder_answers(kept, paths)
+        assert answers[paths.index(f"by-series/{corpus.hostile_series}")] is not None
+        assert answers[paths.index(f"by-series/{corpus.ct_series}")] is not None
+        assert answers[paths.index("by-series/9.9.9")] is None
+    finally:
+        asked.close()
+        kept.close()
+
+
+class _CountingReader:
+    """An index reader that counts the calls of its methods (the view's questions)."""
+
+    def __init__(self, index: Path | str, calls: list[str]) -> None:
+        self._reader = IndexReader(index)
+        self._calls = calls
+
+    def __getattr__(self, name: str) -> object:
+        value = getattr(self._reader, name)
+        if callable(value) and name in ("series_exists", "study_series_uids", "rows"):
+            self._calls.append(name)
+        return value
+
+
+def test_a_folder_looked_up_opened_and_read_asks_the_index_once(
+    index: Path | str, corpus: Corpus
+) -> None:
+    """What the kernel sends for ``ls`` (lookup, opendir's lookup, read) is one query.
+
+    Each is a round trip to a database server; SQLite's answers are the same.
+    """
+    calls: list[str] = []
+    view = View(
+        lambda: _CountingReader(index, calls),  # type: ignore[arg-type,return-value]
+        dir_uid=0, dir_gid=0, mount_time_ns=MOUNT_NS, cache_ttl=60,
+    )  # fmt: skip
+    try:
+        for path in (
+            f"by-series/{corpus.ct_series}",
+            f"by-study/{corpus.study}",
+            f"by-study/{corpus.study}/{corpus.rs_series}",
+        ):
+            calls.clear()
+            view.lookup(path)
+            view.lookup(path)
+            entries = [name for page in view.pages(path) for name, _ in page]
+            assert entries and len(calls) <= 1, (path, calls)
+            assert "series_exists" not in calls
+    finally:
+        view.close()
+
+
 def test_plan_folder(view: View, corpus: Corpus, index: Path) -> None:
     assert names(view, "plans") == [corpus.plan]
     base = f"plans/{corpus.plan}"

@@ -62,9 +62,9 @@ def split_path(path: str) -> list[str]:
     return parts
 
 
-def is_series_folder(parts: list[str]) -> bool:
-    """``by-series/<uid>`` or ``by-study/<uid>/<uid>``: a folder whenever it has entries."""
-    shape = (len(parts) == 2 and parts[0] == "by-series") or (
+def is_uid_folder(parts: list[str]) -> bool:
+    """``by-series/<uid>``, ``by-study/<uid>`` or ``by-study/<uid>/<uid>``: there if listed."""
+    shape = (len(parts) == 2 and parts[0] in ("by-series", "by-study")) or (
         len(parts) == 3 and parts[0] == "by-study"
     )
     return shape and all(is_safe_uid(part) for part in parts[1:])

@@ -58,7 +58,7 @@ from dicomfs.view.nodes import (
 )
 from dicomfs.view.packages import Packages
 from dicomfs.view.pages import Entries, NamePage, find_synthetic, name_pages, pages, streamed
-from dicomfs.view.paths import NAMES, is_series_folder, split_path, uid_of
+from dicomfs.view.paths import NAMES, is_uid_folder, split_path, uid_of
 from dicomfs.view.patients import PatientsTree
 from dicomfs.view.plan_table import PlanLine, format_tsv, plan_lines, renderer
 from dicomfs.view.prefixes import Prefixes, rows_to_list
@@ -177,10 +177,10 @@ class View:
         def listing() -> Entries:
             return sorted(self._list(parts), key=lambda e: e[0])
 
-        if is_series_folder(parts):
+        if is_uid_folder(parts):
             # Entries prove the folder is there: the lookup's query is needed only when
             # there are none (then NotFound). One query less for every series listed.
-            entries = self._cache.get(("list", *parts), listing)
+            entries = self._folder_entries(parts)
             if not entries:
                 self.lookup(path)
             return iter([entries])
@@ -318,10 +318,28 @@ class View:
             return synthetic
         return self._file(name, self._instance(name if is_safe_uid(name) else uid_of(name)))
 
+    def _folder_entries(self, parts: list[str]) -> Entries:
+        """A study or series folder's entries (``is_uid_folder``), kept for the TTL."""
+        return self._cache.get(
+            ("list", *parts), lambda: sorted(self._list(parts), key=lambda e: e[0])
+        )
+
+    def _has_entries(self, parts: list[str], ask: Callable[[], object]) -> bool:
+        """Whether a study or series folder is there, answered by its listing while kept.
+
+        The kernel looks a folder up, opens it and reads it: three requests
+        that the listing read at the lookup answers from one query (one round
+        trip to a database server instead of three). A folder whose rows all
+        have unsafe UIDs lists empty and is still there: then ``ask``.
+        """
+        if not is_uid_folder(parts):
+            return False
+        return bool((self._cache.ttl > 0 and self._folder_entries(parts)) or ask())
+
     def _by_series(self, rest: list[str]) -> Node:
         series = rest[0]
         if len(rest) == 1:
-            if is_safe_uid(series) and self.reader.series_exists(series):
+            if self._has_entries(["by-series", series], lambda: self.reader.series_exists(series)):
                 return self._dir(series)
         elif len(rest) == 2:
             inst = self._instance(uid_of(rest[1]))
@@ -333,12 +351,16 @@ class View:
         study = rest[0]
         if not is_safe_uid(study):
             raise NotFound(study)
+        reader = self.reader
         if len(rest) == 1:
-            if self.reader.study_series_uids(study):
+            if self._has_entries(["by-study", study], lambda: reader.study_series_uids(study)):
                 return self._dir(study)
         elif len(rest) == 2:
-            if is_safe_uid(rest[1]) and self.reader.series_exists(rest[1], study):
-                return self._dir(rest[1])
+            series = rest[1]
+            if self._has_entries(
+                ["by-study", study, series], lambda: reader.series_exists(series, study)
+            ):
+                return self._dir(series)
         elif len(rest) == 3:
             inst = self._instance(uid_of(rest[2]))
             if inst.study_uid == study and inst.series_uid == rest[1]:

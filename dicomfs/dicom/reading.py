@@ -94,7 +94,7 @@ def read_meta(fp: BinaryIO, size: int, strict: bool) -> Elements:
     end = start
     try:
         for elem in generator:
-            elements[elem.tag] = elem
+            elements[int(elem.tag)] = elem  # plain keys: see read_dataset
             end = elem.value_tell + elem.length  # type: ignore[union-attr]
     except (RecursionError, MemoryError):
         raise
@@ -192,7 +192,9 @@ def read_dataset(
                 count += 1
                 if count > MAX_TOP_LEVEL_ELEMENTS:
                     return elements, too_many
-                elements[elem.tag] = elem
+                # Keyed by plain int: a BaseTag key makes every lookup by int
+                # call BaseTag.__eq__ in Python (18 times a file).
+                elements[int(elem.tag)] = elem
                 last = elem
             if stop.pending is None:
                 break
@@ -201,7 +203,7 @@ def read_dataset(
                 return elements, too_many
             elem, used = _undefined_sequence(fp, stop, (implicit, little), size, pydicom_left, ends)
             pydicom_left -= used
-            elements[elem.tag] = elem
+            elements[int(elem.tag)] = elem
             last = elem
     except (RecursionError, MemoryError):
         raise

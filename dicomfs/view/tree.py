@@ -16,8 +16,9 @@ by-sop name and stay listed, with their raw UID, in manifest.json.
 
 Caching: plan packages are kept while the index's generation stays
 (``packages``); folder listings and the other generated files for
-``cache_ttl`` seconds (default 1 s, 0 turns that off). Single lookups always
-query, so a file indexed a moment after a failed lookup is visible at once.
+``cache_ttl`` seconds (default 1 s, 0 turns that off); a study or series
+folder found there is there. A miss always queries, so a file indexed a
+moment after a failed lookup is visible at once.
 The folders that grow with the archive are listed in pages (``pages``).
 
 With ``part10`` (off by default) a file without a PS3.10 header (Monaco and
@@ -173,14 +174,9 @@ class View:
         with the archive come a page per query, in key order.
         """
         parts = split_path(path)
-
-        def listing() -> Entries:
-            return sorted(self._list(parts), key=lambda e: e[0])
-
-        if is_uid_folder(parts):
-            # Entries prove the folder is there: the lookup's query is needed only when
-            # there are none (then NotFound). One query less for every series listed.
-            entries = self._folder_entries(parts)
+        listing = functools.partial(self._sorted_list, parts)
+        if is_uid_folder(parts):  # entries prove the folder is there (``_uid_folder``)
+            entries = self._cache.get(("list", *parts), listing)
             if not entries:
                 self.lookup(path)
             return iter([entries])
@@ -293,6 +289,8 @@ class View:
             return self._dir(top)
         if top == "patients" and self._patients is not None:
             return self._patients.resolve(rest)
+        if is_uid_folder(parts):
+            return self._uid_folder(parts)
         handler = {
             "by-sop": self._by_sop,
             "by-series": self._by_series,
@@ -318,54 +316,36 @@ class View:
             return synthetic
         return self._file(name, self._instance(name if is_safe_uid(name) else uid_of(name)))
 
-    def _folder_entries(self, parts: list[str]) -> Entries:
-        """A study or series folder's entries (``is_uid_folder``), kept for the TTL."""
-        return self._cache.get(
-            ("list", *parts), lambda: sorted(self._list(parts), key=lambda e: e[0])
-        )
-
-    def _has_entries(self, parts: list[str], ask: Callable[[], object]) -> bool:
-        """Whether a study or series folder is there, answered by its listing while kept.
+    def _uid_folder(self, parts: list[str]) -> DirNode:
+        """A study or series folder, answered by its listing while listings are kept.
 
         The kernel looks a folder up, opens it and reads it: three requests
         that the listing read at the lookup answers from one query (one round
         trip to a database server instead of three). A folder whose rows all
-        have unsafe UIDs lists empty and is still there: then ``ask``.
+        have unsafe UIDs lists empty and is still there: then the index is asked.
         """
-        if not is_uid_folder(parts):
-            return False
-        return bool((self._cache.ttl > 0 and self._folder_entries(parts)) or ask())
+        kept = functools.partial(self._sorted_list, parts)
+        if not (self._cache.ttl > 0 and self._cache.get(("list", *parts), kept)):
+            reader, uid = self.reader, parts[-1]
+            if len(parts) == 2 and parts[0] == "by-study":
+                there = bool(reader.study_series_uids(uid))
+            else:
+                there = reader.series_exists(uid, parts[1] if len(parts) == 3 else None)
+            if not there:
+                raise NotFound("/".join(parts))
+        return self._dir(parts[-1])
 
-    def _by_series(self, rest: list[str]) -> Node:
-        series = rest[0]
-        if len(rest) == 1:
-            if self._has_entries(["by-series", series], lambda: self.reader.series_exists(series)):
-                return self._dir(series)
-        elif len(rest) == 2:
-            inst = self._instance(uid_of(rest[1]))
-            if inst.series_uid == series:
-                return self._file(rest[1], inst)
-        raise NotFound("/".join(rest))
+    def _by_series(self, rest: list[str]) -> Node:  # by-series/<uid>: _uid_folder
+        inst = self._instance(uid_of(rest[1])) if len(rest) == 2 else None
+        if inst is None or inst.series_uid != rest[0]:
+            raise NotFound("/".join(rest))
+        return self._file(rest[1], inst)
 
-    def _by_study(self, rest: list[str]) -> Node:
-        study = rest[0]
-        if not is_safe_uid(study):
-            raise NotFound(study)
-        reader = self.reader
-        if len(rest) == 1:
-            if self._has_entries(["by-study", study], lambda: reader.study_series_uids(study)):
-                return self._dir(study)
-        elif len(rest) == 2:
-            series = rest[1]
-            if self._has_entries(
-                ["by-study", study, series], lambda: reader.series_exists(series, study)
-            ):
-                return self._dir(series)
-        elif len(rest) == 3:
-            inst = self._instance(uid_of(rest[2]))
-            if inst.study_uid == study and inst.series_uid == rest[1]:
-                return self._file(rest[2], inst)
-        raise NotFound("/".join(rest))
+    def _by_study(self, rest: list[str]) -> Node:  # by-study/<uid>[/<uid>]: _uid_folder
+        inst = self._instance(uid_of(rest[2])) if len(rest) == 3 and is_safe_uid(rest[0]) else None
+        if inst is None or (inst.study_uid, inst.series_uid) != (rest[0], rest[1]):
+            raise NotFound("/".join(rest))
+        return self._file(rest[2], inst)
 
     def _plans(self, rest: list[str]) -> Node:
         return self._graph("plans", rest[0])(rest[1:])
@@ -457,6 +437,9 @@ class View:
         raise NotFound("/".join(rest))
 
     # -- listings -----------------------------------------------------------
+
+    def _sorted_list(self, parts: list[str]) -> Entries:
+        return sorted(self._list(parts), key=lambda e: e[0])
 
     def _list(self, parts: list[str]) -> list[tuple[str, Node]]:
         if not parts:

@@ -225,6 +225,49 @@ def test_rewrite_in_place_keeps_serving(tmp_path: Path, writer: IndexWriter) -> 
     assert conflict.kind == "conflict" and conflict.kept_path == a.path
 
 
+def test_one_batch_of_rewrites_duplicates_and_odd_uids_is_stored_as_file_by_file(
+    tmp_path: Path, writer: IndexWriter
+) -> None:
+    """What PostgreSQL's writer asks ahead for a whole batch (``index.lookahead``) must
+    answer as the questions asked file by file would: a path twice in one batch, a UID
+    that moves from one file to another, copies met in the same batch, a NUL in a UID."""
+    old = make_file(tmp_path, "old.dcm", b"old")
+    writer.apply([FileResult(old, ct("1.2.9"))], digest=digest)
+    a1 = make_file(tmp_path, "a.dcm", b"v1")
+    moved = make_file(tmp_path, "old.dcm", b"now another uid")  # 1.2.9 leaves old.dcm ...
+    c = make_file(tmp_path, "c.dcm", b"takes 1.2.9")  # ... and arrives here, later
+    d = make_file(tmp_path, "d.dcm", b"v1")
+    nul = make_file(tmp_path, "nul.dcm", b"nul")
+    a2 = make_file(tmp_path, "a.dcm", b"v2, longer")
+    stats = writer.apply(
+        [
+            FileResult(a1, ct("1.2.1")),
+            FileResult(moved, ct("1.2.8")),
+            FileResult(c, ct("1.2.9")),
+            FileResult(d, ct("1.2.1")),
+            FileResult(nul, ct("1.2.\x007")),
+            FileResult(a2, ct("1.2.1")),
+        ],
+        digest=digest,
+    )
+    assert stats.indexed == 6
+    served = {u: writer.instance(u) for u in ("1.2.1", "1.2.8", "1.2.9", "1.2.\x007")}
+    assert {u: i.file.path if i else None for u, i in served.items()} == {
+        "1.2.1": a1.path,  # the first copy in the batch, rewritten in place
+        "1.2.8": old.path,
+        "1.2.9": c.path,
+        "1.2.\x007": nul.path,
+    }
+    row = served["1.2.1"]
+    assert row is not None and row.file.size == a2.size
+    [conflict] = writer.conflicts()
+    assert (conflict.kept_path, conflict.other_path) == (a1.path, d.path)
+    files = writer.rows("SELECT count(*), count(DISTINCT path), min(id) > 0 FROM files")
+    assert tuple(files[0]) == (5, 5, True)
+    serving = writer.rows("SELECT count(*) FROM instance_rows WHERE serving = 1")
+    assert serving[0][0] == 4
+
+
 def test_file_turning_into_garbage_releases_its_uid(tmp_path: Path, writer: IndexWriter) -> None:
     a = make_file(tmp_path, "a.dcm", b"x")
     writer.apply([FileResult(a, ct("1.2.1"))])

@@ -92,6 +92,14 @@ def transaction(conn: Connection, begin: str = "BEGIN") -> Iterator[None]:
         raise
 
 
+def pipeline(conn: Connection) -> contextlib.AbstractContextManager[object]:
+    """PostgreSQL: statements sent without waiting for each one's result until one is read
+    (psycopg's pipeline mode; ``index.lookahead``). SQLite: nothing to wait for."""
+    if isinstance(conn, PgConnection):
+        return conn.raw.pipeline()
+    return contextlib.nullcontext()
+
+
 def is_url(target: object) -> bool:
     """True when ``target`` names a PostgreSQL database (``postgresql://...``), not a file."""
     text = str(target)
@@ -153,10 +161,20 @@ def _pg_sql(sql: str) -> str:
     return "".join(out)
 
 
+def storable_text(value: str) -> str:
+    """``value`` as PostgreSQL stores it: every NUL replaced by U+0001 (module docstring)."""
+    return value.replace("\x00", "\x01") if "\x00" in value else value
+
+
 def _storable(values: Sequence[Any]) -> tuple[Any, ...]:
-    """``values`` with every NUL in text replaced by U+0001 (module docstring)."""
+    """``values`` as stored (``storable_text``), the text in an array (``= ANY(?)``) too."""
     return tuple(
-        v.replace("\x00", "\x01") if isinstance(v, str) and "\x00" in v else v for v in values
+        storable_text(v)
+        if isinstance(v, str)
+        else [storable_text(x) if isinstance(x, str) else x for x in v]
+        if isinstance(v, list)
+        else v
+        for v in values
     )
 
 

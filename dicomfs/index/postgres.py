@@ -37,7 +37,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
-from dicomfs.index.database import Connection, transaction
+from dicomfs.index.database import Connection, PgConnection, errors, shown, transaction
 from dicomfs.index.schema import CAPPED_WHERE as SQLITE_CAPPED_WHERE
 from dicomfs.index.schema import DDL, SCHEMA_VERSION, insert_meta
 
@@ -173,3 +173,17 @@ def create_or_check(conn: Connection, location: str) -> None:
             for statement in pg_ddl():
                 conn.execute(statement)
             insert_meta(conn)
+
+
+def connect_writer(url: str) -> Connection:
+    """The writer's connection to a PostgreSQL index, its schema made or checked."""
+    try:
+        conn = PgConnection(url, read_only=False, application="dicomfs writer")
+    except errors() as exc:
+        raise IndexUnavailableError(f"cannot reach the index {shown(url)}: {exc}") from exc
+    try:
+        create_or_check(conn, shown(url))
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -22,15 +22,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from dicomfs.dicom.records import FileResult, FileStat, Instance
-from dicomfs.errors import IndexCorruptError, IndexUnavailableError
-from dicomfs.index import changes, postgres
+from dicomfs.errors import IndexCorruptError
+from dicomfs.index import changes, lookahead, postgres
 from dicomfs.index.database import (
-    Connection,
-    PgConnection,
     default_index_path,
-    errors,
     is_url,
-    shown,
+    pipeline,
     transaction,
 )
 from dicomfs.index.reader import IndexReader
@@ -50,9 +47,6 @@ WRITER_BUSY_TIMEOUT_MS = 30_000
 
 DigestFunction = Callable[[str], "str | None"]
 
-# The tables that number what many rows repeat: (table, column); schema.py.
-_UIDS = ("uids", "uid")
-_PATHS = ("edge_paths", "path")
 _SET_META = (
     "INSERT INTO meta(key, value) VALUES (?, ?) "
     "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -67,7 +61,7 @@ class IndexWriter(IndexReader):
     """
 
     def __init__(self, path: Path | str) -> None:
-        conn = _connect_database(str(path)) if is_url(path) else _connect_file(Path(path))
+        conn = postgres.connect_writer(str(path)) if is_url(path) else _connect_file(Path(path))
         super().__init__(path, _conn=conn)
         self._lock = threading.Lock()
         self._touched: set[str] = set()  # UIDs of what the batch being written changes
@@ -110,13 +104,19 @@ class IndexWriter(IndexReader):
             conn = self._conn
             self._touched = set()  # logged with the batch (index.changes)
             self._numbers = {}
-            with transaction(conn, "BEGIN" if self.postgres else "BEGIN IMMEDIATE"):
+            with (
+                transaction(conn, "BEGIN" if self.postgres else "BEGIN IMMEDIATE"),
+                pipeline(conn),
+            ):
                 if self.postgres:
                     postgres.lock_writers(conn)
                 for path in removed:
                     stats.removed += self._remove(encode_path(path, shared=self.postgres), digest)
+                ahead = None
+                if self.postgres and results:
+                    ahead = lookahead.Lookahead.of_batch(conn, results, self._numbers)
                 for item in results:
-                    self._store(item, digest, stats)
+                    self._store(item, digest, stats, ahead)
                 self._unanalyzed += len(results) + stats.removed
                 if results or stats.removed:
                     previous, generation = self._next_generation()
@@ -189,13 +189,23 @@ class IndexWriter(IndexReader):
         for (other_id,) in others:
             self._record_duplicate(sop_uid, promoted, other_id, digest, ApplyStats())
 
-    def _store(self, item: FileResult, digest: DigestFunction | None, stats: ApplyStats) -> None:
+    def _store(
+        self,
+        item: FileResult,
+        digest: DigestFunction | None,
+        stats: ApplyStats,
+        ahead: lookahead.Lookahead | None,
+    ) -> None:
         conn = self._conn
         st: FileStat = item.stat
         raw_path = encode_path(st.path, shared=self.postgres)
         result = item.result
         now = time.time()
-        row = conn.execute("SELECT id FROM files WHERE path = ?", (raw_path,)).fetchone()
+        if ahead is None:
+            row = conn.execute("SELECT id FROM files WHERE path = ?", (raw_path,)).fetchone()
+        else:
+            known = ahead.file_id(raw_path)
+            row = None if known is None else (known,)
         state = "indexed" if isinstance(result, Instance) else "rejected"
         kind = None if isinstance(result, Instance) else result.kind.value
         reason = None if isinstance(result, Instance) else result.reason
@@ -205,12 +215,15 @@ class IndexWriter(IndexReader):
         )  # fmt: skip
         previously_served: str | None = None
         if row is None:
-            file_id = conn.execute(
-                "INSERT INTO files(size, mtime_ns, inode, dev, uid, gid, mode, ctime_ns, state, "
-                "reject_kind, reason, indexed_at, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                "RETURNING id",
-                (*values, raw_path),
-            ).fetchone()[0]
+            # An id given ahead (PostgreSQL) needs no answer: the insert is not waited for.
+            given = None if ahead is None else ahead.new_file(raw_path)
+            inserted = conn.execute(
+                "INSERT INTO files(id, size, mtime_ns, inode, dev, uid, gid, mode, ctime_ns, "
+                "state, reject_kind, reason, indexed_at, path) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                (given, *values, raw_path),
+            )
+            file_id = inserted.fetchone()[0] if given is None else given
         else:
             # Same path, new content: keep the file id so a rewrite in place
             # keeps its place in "first copy serves" order.
@@ -242,14 +255,18 @@ class IndexWriter(IndexReader):
         uid = result.sop_instance_uid
         # The usual case, a UID no other file has: it serves from its insert,
         # with no duplicate to record (one row write instead of two).
-        alone = (
-            conn.execute(
-                "SELECT 1 FROM instance_rows WHERE sop_uid = ? AND serving = 1 UNION ALL "
-                "SELECT 1 FROM instance_rows WHERE sop_uid = ? AND serving = 0 LIMIT 1",
-                (uid, uid),
-            ).fetchone()
-            is None
-        )
+        if ahead is None:
+            alone = (
+                conn.execute(
+                    "SELECT 1 FROM instance_rows WHERE sop_uid = ? AND serving = 1 UNION ALL "
+                    "SELECT 1 FROM instance_rows WHERE sop_uid = ? AND serving = 0 LIMIT 1",
+                    (uid, uid),
+                ).fetchone()
+                is None
+            )
+        else:
+            alone = ahead.alone(uid)
+            ahead.added(uid)
         self._insert_instance(file_id, result, serving=alone)
         if previously_served is not None and previously_served != uid:
             self._promote(previously_served, digest)
@@ -335,7 +352,7 @@ class IndexWriter(IndexReader):
                         e.target_uid,
                         e.level.value,
                         e.role.value,
-                        self._number(e.path, _PATHS),
+                        self._number(e.path, lookahead.PATHS),
                         e.class_hint,
                         json.dumps(e.qualifiers),
                         self._number(e.study_uid),
@@ -345,7 +362,7 @@ class IndexWriter(IndexReader):
                 ],
             )
 
-    def _number(self, value: str, table: tuple[str, str] = _UIDS) -> int:
+    def _number(self, value: str, table: tuple[str, str] = lookahead.UIDS) -> int:
         """The number of a UID in ``uids`` (or of an attribute path), given on first use."""
         key = (table[0], value)
         number = self._numbers.get(key)
@@ -467,18 +484,4 @@ def _connect_file(path: Path) -> sqlite3.Connection:
         ensure_search(conn)
     except sqlite3.DatabaseError as exc:
         raise IndexCorruptError(f"cannot open index {path} for writing: {exc}") from exc
-    return conn
-
-
-def _connect_database(url: str) -> Connection:
-    """The writer's connection to a PostgreSQL index, its schema made or checked."""
-    try:
-        conn = PgConnection(url, read_only=False, application="dicomfs writer")
-    except errors() as exc:
-        raise IndexUnavailableError(f"cannot reach the index {shown(url)}: {exc}") from exc
-    try:
-        postgres.create_or_check(conn, shown(url))
-    except BaseException:
-        conn.close()
-        raise
     return conn

@@ -129,16 +129,18 @@ class ListingFUSE(mfusepy.FUSE):  # type: ignore[misc]
         fh = fip.contents.fh
         plus = FUSE_FILL_DIR_PLUS if flags & FUSE_READDIR_PLUS else 0
         plain = mfusepy.c_stat()  # copied by the filler: one for every names-only entry
-        # The same filler with plain argument types: converting mfusepy's pointer and
-        # enum types was a fifth of a by-sop listing's time in the daemon (py-spy).
-        fill_plain = _PlainFiller(ctypes.cast(filler, ctypes.c_void_p).value or 0)
-        plain_address = ctypes.addressof(plain)
+        fill_plain = None
         try:
             while True:  # pages until the kernel's buffer is full or the folder ends
                 start, entries, plain.st_mode = self.operations.readdir(decoded, fh, offset)
                 if not entries:
                     return 0
                 if type(entries[-1][1]) is int:  # names only: no node in libfuse or the kernel
+                    if fill_plain is None:
+                        # The filler with plain argument types: converting mfusepy's pointer
+                        # and enum types per entry was a fifth of a by-sop listing (py-spy).
+                        address = ctypes.cast(filler, ctypes.c_void_p).value or 0
+                        fill_plain, plain_address = _PlainFiller(address), ctypes.addressof(plain)
                     for index, (name, ino) in enumerate(entries, start + 1):
                         plain.st_ino = ino  # the per-entry cost of a listing of millions
                         if fill_plain(buf, name, plain_address, index, 0):

@@ -63,7 +63,7 @@ def split_path(path: str) -> list[str]:
 
 
 def is_uid_folder(parts: list[str]) -> bool:
-    """``by-series/<uid>``, ``by-study/<uid>`` or ``by-study/<uid>/<uid>``: there if listed."""
+    """``by-series/<uid>``, ``by-study/<uid>`` or ``by-study/<uid>/<uid>``: a UID's folder."""
     shape = (len(parts) == 2 and parts[0] in ("by-series", "by-study")) or (
         len(parts) == 3 and parts[0] == "by-study"
     )

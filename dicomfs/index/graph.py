@@ -138,6 +138,19 @@ class _Builder:
         self.expanded: set[str] = set()
         self.missing_keys: set[tuple[str, str]] = set()
         self.series_done: set[str] = set()
+        self._edges: dict[str, list[Edge]] = {}
+
+    def edges(self, sop_uid: str) -> list[Edge]:
+        """The forward references of ``sop_uid``, asked of the index once per package.
+
+        The root's are read by three steps and a structure set's by two; on a
+        PostgreSQL index each asking is a round trip, and a structure set's are
+        hundreds of rows.
+        """
+        found = self._edges.get(sop_uid)
+        if found is None:
+            found = self._edges[sop_uid] = [row.edge for row in self.reader.forward_edges(sop_uid)]
+        return found
 
     def add(self, member: Member, into: list[Member]) -> bool:
         if member.sop_uid in self.seen:
@@ -171,7 +184,7 @@ class _Builder:
         if src.sop_uid in self.expanded:
             return
         self.expanded.add(src.sop_uid)
-        edges = [row.edge for row in self.reader.forward_edges(src.sop_uid)]
+        edges = self.edges(src.sop_uid)
         targets = self.reader.instances(e.target_uid for e in edges if e.level is Level.INSTANCE)
         to_expand: list[InstanceRow] = []
         for edge in edges:
@@ -225,9 +238,7 @@ class _Builder:
         root = self.package.root
         if root.plan_intent in QA_PLAN_INTENTS:
             return
-        if any(
-            row.edge.role is Role.STRUCTURE_SET for row in self.reader.forward_edges(root.sop_uid)
-        ):
+        if any(edge.role is Role.STRUCTURE_SET for edge in self.edges(root.sop_uid)):
             return
         self.package.missing.append(
             MissingRef(
@@ -285,19 +296,19 @@ class _Builder:
         frames = {pkg.root.for_uid} | {
             m.instance.for_uid for m in pkg.references if m.role in ANATOMY_ROLES
         }
-        for row in self.reader.forward_edges(pkg.root.sop_uid):
-            if row.edge.level is Level.FRAME_OF_REFERENCE:
-                frames.add(row.edge.target_uid)
+        for edge in self.edges(pkg.root.sop_uid):
+            if edge.level is Level.FRAME_OF_REFERENCE:
+                frames.add(edge.target_uid)
         for member in pkg.references:
             if member.instance.sop_class == STRUCTURE_SET_CLASS:
-                for row in self.reader.forward_edges(member.sop_uid):
-                    if row.edge.level is Level.FRAME_OF_REFERENCE:
-                        frames.add(row.edge.target_uid)
+                for edge in self.edges(member.sop_uid):
+                    if edge.level is Level.FRAME_OF_REFERENCE:
+                        frames.add(edge.target_uid)
         frames.discard("")
         if not frames:
             return
         for reg in self.reader.registrations(frames):
-            edges = [row.edge for row in self.reader.forward_edges(reg.sop_uid)]
+            edges = self.edges(reg.sop_uid)
             named = {reg.for_uid} | {
                 e.target_uid for e in edges if e.level is Level.FRAME_OF_REFERENCE
             }

@@ -52,3 +52,36 @@ def downgrade_to_schema_6(index: Path) -> None:
         conn.commit()
     finally:
         conn.close()
+
+
+# Schema 7 gave PostgreSQL SQLite's views, joins and all (schema 8 gives it its own).
+_PG_SCHEMA_7_VIEWS = (
+    """CREATE OR REPLACE VIEW instances AS SELECT
+    r.file_id, r.sop_uid, r.serving, r.sop_class, r.modality, r.patient_id,
+    study.uid AS study_uid, series.uid AS series_uid, frame.uid AS for_uid,
+    r.label, r.dose_summation_type, r.series_description, r.instance_number,
+    r.plan_intent, r.transfer_syntax, r.uid_safe, r.flags,
+    r.study_id, r.series_id, r.for_id
+    FROM instance_rows r
+    LEFT JOIN uids study ON study.id = r.study_id
+    LEFT JOIN uids series ON series.id = r.series_id
+    LEFT JOIN uids frame ON frame.id = r.for_id""",
+    """CREATE OR REPLACE VIEW edges AS SELECT
+    r.id AS edge_id, r.file_id, src.sop_uid AS src_uid, r.target_uid, r.level, r.role,
+    p.path, r.class_hint, r.qualifiers, study.uid AS study_uid, series.uid AS series_uid
+    FROM edge_rows r
+    LEFT JOIN instance_rows src ON src.file_id = r.file_id
+    LEFT JOIN edge_paths p ON p.id = r.path_id
+    LEFT JOIN uids study ON study.id = r.study_id
+    LEFT JOIN uids series ON series.id = r.series_id""",
+)
+
+
+def downgrade_postgres_to_schema_7(url: str) -> None:
+    """Make the database at ``url`` what dicomfs wrote at schema 7, its rows kept."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for view in _PG_SCHEMA_7_VIEWS:
+            conn.execute(view)
+        conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")

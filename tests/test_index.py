@@ -12,12 +12,12 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from pg_helpers import PrivateCluster
-from schema_helpers import downgrade_to_schema_6
+from schema_helpers import downgrade_postgres_to_schema_7, downgrade_to_schema_6
 
 from dicomfs.dicom.records import (
     Edge,
@@ -100,7 +100,7 @@ def test_different_bytes_are_a_conflict_and_never_swap(tmp_path: Path, writer: I
 
 
 def test_a_schema_3_index_is_upgraded_and_keeps_its_copies_apart(tmp_path: Path) -> None:
-    """3 -> ... -> 7: the index of every row's UID goes; later copies are found by their
+    """3 -> ... -> 8: the index of every row's UID goes; later copies are found by their
     own index; the log of changes is added; capped objects are counted from an index."""
     index = tmp_path / "i.sqlite"
     a, b, c = (make_file(tmp_path, f"{n}.dcm", n.encode() * 3) for n in "abc")
@@ -118,7 +118,7 @@ def test_a_schema_3_index_is_upgraded_and_keeps_its_copies_apart(tmp_path: Path)
     conn.close()
     writer = IndexWriter(index)  # upgrades in place
     try:
-        assert writer.meta("schema_version") == str(SCHEMA_VERSION) == "7"
+        assert writer.meta("schema_version") == str(SCHEMA_VERSION) == "8"
         names = {r[0] for r in writer.rows("SELECT name FROM sqlite_master")}
         assert "instances_copies" in names and "instances_sop" not in names
         assert "changes" in names
@@ -153,7 +153,7 @@ def _instance_table(index: Path) -> list[tuple[object, ...]]:
 
 
 def test_a_schema_6_index_is_upgraded_to_uids_stored_once(tmp_path: Path) -> None:
-    """6 -> 7: same rows, same answers, the table a new index gets, and details still cascade."""
+    """6 -> 8: same rows, same answers, the table a new index gets, and details still cascade."""
     index = tmp_path / "i.sqlite"
     writer = IndexWriter(index)
     files = [
@@ -172,7 +172,7 @@ def test_a_schema_6_index_is_upgraded_to_uids_stored_once(tmp_path: Path) -> Non
         IndexReader(index)
     writer = IndexWriter(index)  # upgrades in place
     try:
-        assert writer.meta("schema_version") == "7"
+        assert writer.meta("schema_version") == str(SCHEMA_VERSION)
         assert writer.all_instances() == before
         assert writer.series_instances("1.6.1") == [r for r in before if r.series_uid == "1.6.1"]
         assert writer.study_series_uids("1.7.0") == ["1.6.0", "1.6.1", "1.6.2"]
@@ -185,6 +185,163 @@ def test_a_schema_6_index_is_upgraded_to_uids_stored_once(tmp_path: Path) -> Non
     fresh = tmp_path / "fresh.sqlite"
     IndexWriter(fresh).close()
     assert _instance_table(index) == _instance_table(fresh)
+
+
+def _plan_and_images() -> list[Instance]:
+    """A plan naming a structure set, which names two images of a series (UIDs by number)."""
+    images = [
+        ct(f"1.5.{n}", series="1.6.1", study_uid="1.7", frame_of_reference_uid="1.8")
+        for n in range(2)
+    ]
+    structures = Instance(
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.481.3",
+        sop_instance_uid="1.9.2",
+        modality="RTSTRUCT",
+        series_uid="1.6.2",
+        study_uid="1.7",
+        frame_of_reference_uid="1.8",
+        edges=[
+            Edge(i.sop_instance_uid, Level.INSTANCE, Role.IMAGE, f"ContourImageSequence[{n}]",
+                 study_uid="1.7", series_uid="1.6.1")
+            for n, i in enumerate(images)
+        ],
+    )  # fmt: skip
+    plan = Instance(
+        sop_class_uid=PLAN,
+        sop_instance_uid="1.9.1",
+        modality="RTPLAN",
+        series_uid="1.6.3",
+        study_uid="1.7",
+        edges=[Edge("1.9.2", Level.INSTANCE, Role.STRUCTURE_SET, "ReferencedStructureSetSequence")],
+    )
+    return [*images, structures, plan]
+
+
+def _answers(reader: IndexReader) -> list[object]:
+    """What the graph and the trees ask of an index, by UID."""
+    return [
+        reader.all_instances(),
+        reader.series_instances("1.6.1"),
+        reader.study_instances("1.7"),
+        reader.instances_on_frame_of_reference(["1.8"]),
+        reader.study_series_uids("1.7"),
+        reader.series_exists("1.6.1", "1.7"),
+        reader.forward_edges("1.9.2"),
+        reader.reverse_edges("1.5.0"),
+    ]
+
+
+def test_a_schema_7_postgres_index_is_upgraded_in_place_and_keeps_its_grants(
+    tmp_path: Path, pg_cluster: PrivateCluster
+) -> None:
+    """7 -> 8, PostgreSQL's first upgrade: its views become its own (each UID looked up by
+    key) in place, so the SELECT a mount role was granted on them stays; same answers
+    before and after; a reader refuses the old version until a writer has upgraded."""
+    import psycopg
+
+    tag = f"{os.getpid()}_{tmp_path.name}".replace("-", "_").lower()
+    name, mount = f"up_{tag}", f"upmount_{tag}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        admin.execute(f"CREATE ROLE {mount} LOGIN")
+    url = pg_cluster.url(name)
+    files = [
+        FileResult(make_file(tmp_path, f"{inst.sop_instance_uid}.dcm", b"x"), inst)
+        for inst in _plan_and_images()
+    ]
+    writer = IndexWriter(url)
+    writer.apply(files)
+    before = _answers(writer)
+    writer.close()
+    downgrade_postgres_to_schema_7(url)
+    with psycopg.connect(url, autocommit=True) as admin:  # granted by name, not by default
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {mount}")
+    with pytest.raises(IndexCorruptError, match="run `dicomfs index`"):
+        IndexReader(url)
+    writer = IndexWriter(url)  # upgrades
+    try:
+        assert writer.meta("schema_version") == str(SCHEMA_VERSION) == "8"
+        views = writer.rows(
+            "SELECT viewname, definition FROM pg_views WHERE schemaname = current_schema()"
+        )
+        assert sorted(v[0] for v in views) == ["edges", "instances"]
+        assert all("JOIN" not in v[1] for v in views)  # no join left to plan as a hash
+        writer.apply([FileResult(make_file(tmp_path, "new.dcm", b"n"), ct("1.5.9", "1.6.1"))])
+        after = IndexReader(pg_cluster.url(name, user=mount))  # the granted role still reads
+        try:
+            assert [r.sop_uid for r in after.series_instances("1.6.1")] == [
+                "1.5.0", "1.5.1", "1.5.9"
+            ]  # fmt: skip
+            writer.apply([], removed=[make_file(tmp_path, "new.dcm", b"n").path])
+            assert _answers(after) == before
+        finally:
+            after.close()
+    finally:
+        writer.close()
+
+
+def _scans(reader: IndexReader, sql: str, params: Sequence[object]) -> list[str]:
+    """The steps of ``sql``'s plan that read every instance or edge row, in either engine."""
+    if reader.postgres:
+        [(plan,)] = reader.rows(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        nodes, scans = [plan[0]["Plan"]], []
+        while nodes:
+            node = nodes.pop()
+            nodes.extend(node.get("Plans", ()))
+            keyed = "Index Cond" in node or node["Node Type"] == "Bitmap Heap Scan"
+            if node.get("Relation Name") in ("instance_rows", "edge_rows") and not keyed:
+                scans.append(f"{node['Node Type']} on {node['Relation Name']}")
+        return scans
+    plan = [row[3] for row in reader.rows(f"EXPLAIN QUERY PLAN {sql}", params)]
+    return [step for step in plan if step.startswith("SCAN ") and step != "SCAN g"]
+
+
+def test_queries_that_select_by_uid_seek_an_index(tmp_path: Path, index_at: Path | str) -> None:
+    """PostgreSQL's views spell UIDs out by lookups, which no index covers: a query that
+    selects a study, series or frame of reference names its number (``rows.UID_NUMBER``).
+    Each query asked while answering by UID seeks an index, in both engines; a scan
+    would give the same answers, a million rows later."""
+    from dicomfs.index import people
+    from dicomfs.index.pages import listing_page
+
+    writer = IndexWriter(index_at)
+    others = [  # so that PostgreSQL plans as for an archive, not for tables of five rows
+        Instance(
+            sop_class_uid=CT, sop_instance_uid=f"1.4.{n}", series_uid=f"1.3.{n % 40}",
+            study_uid=f"1.2.{n % 10}", modality="CT",
+            edges=[Edge(f"1.4.{n + 1}", Level.INSTANCE, Role.IMAGE, "SourceImageSequence")],
+        )
+        for n in range(2000)
+    ]  # fmt: skip
+    files = [
+        FileResult(make_file(tmp_path, f"{inst.sop_instance_uid}.dcm", b"x"), inst)
+        for inst in [*_plan_and_images(), *others]
+    ]
+    writer.apply(files)
+    if writer.postgres:
+        writer._conn.execute("ANALYZE")
+    writer.close()
+    reader = IndexReader(index_at)
+    asked: list[tuple[str, Sequence[object]]] = []
+    rows = reader.rows
+
+    def recorded(sql: str, params: Sequence[object] = ()) -> list[object]:
+        asked.append((sql, params))
+        return rows(sql, params)
+
+    reader.rows = recorded  # type: ignore[method-assign]
+    try:
+        assert _answers(reader)[4] == ["1.6.1", "1.6.2", "1.6.3"]
+        asked.pop(0)  # all_instances reads them all, as it should
+        listed = listing_page(reader, None, 100, series_uid="1.6.1")
+        grouped = people.series(reader, "", "1.7"), people.members(reader, "", "1.7", "1.6.1")
+        assert [r.sop_uid for r in listed] == ["1.5.0", "1.5.1"] and all(grouped)
+        assert len(asked) == 10
+        reader.rows = rows  # type: ignore[method-assign]
+        for sql, params in asked:
+            assert not _scans(reader, sql, params), sql
+    finally:
+        reader.close()
 
 
 def _unreadable(path: str) -> str:

@@ -18,6 +18,7 @@ from dicomfs.index.reader import IndexReader
 from dicomfs.index.rows import (
     FILE_COLUMNS,
     INSTANCE_COLUMNS,
+    UID_NUMBER,
     InstanceRow,
     ListingRow,
     file_row,
@@ -47,7 +48,7 @@ def listing_page(
     """
     where, params = _after(after, "i.sop_uid")
     if series_uid is not None:
-        where, params = where + " AND i.series_uid = ?", (*params, series_uid)
+        where, params = f"{where} AND i.series_id = {UID_NUMBER}", (*params, series_uid)
     return [
         ListingRow(row[0], row[1], row[2], row[3], bool(row[4]), file_row(row, 5))
         for row in reader.rows(

@@ -20,6 +20,7 @@ from dicomfs.index.rows import (
     FILE_COLUMNS,
     INSTANCE_COLUMNS,
     PLAN_CLASSES,
+    UID_NUMBER,
     InstanceRow,
     ListingRow,
     decode_path,
@@ -150,7 +151,8 @@ def series(reader: IndexReader, patient_id: str, study_uid: str) -> list[SeriesR
         "SELECT g.series_uid, g.first, i.modality, d.series_number, d.series_description, "
         "g.n, f.path FROM (SELECT i.series_uid, min(i.file_id) AS first, count(*) AS n "
         "FROM instances i JOIN details d ON d.file_id = i.file_id "
-        "WHERE i.serving = 1 AND i.study_uid = ? AND i.patient_id = ? GROUP BY i.series_uid) g "
+        f"WHERE i.serving = 1 AND i.study_id = {UID_NUMBER} AND i.patient_id = ? "
+        "GROUP BY i.series_uid) g "
         "JOIN instance_rows i ON i.file_id = g.first JOIN details d ON d.file_id = g.first "
         "JOIN files f ON f.id = g.first ORDER BY g.series_uid",
         (study_uid, patient_id),
@@ -165,7 +167,8 @@ def members(
     rows = reader.rows(
         "SELECT i.instance_number, i.sop_uid, i.modality, i.study_uid, i.series_uid, "
         f"i.uid_safe, {FILE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
-        "WHERE i.serving = 1 AND i.series_uid = ? AND i.study_uid = ? AND i.patient_id = ? "
+        f"WHERE i.serving = 1 AND i.series_id = {UID_NUMBER} AND i.study_id = {UID_NUMBER} "
+        "AND i.patient_id = ? "
         "ORDER BY i.instance_number, i.sop_uid",
         (series_uid, study_uid, patient_id),
     )

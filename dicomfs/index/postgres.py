@@ -12,7 +12,7 @@ text says what an index holds (a test compares the columns of both):
   pages depend on that order being the same as the comparison's;
 - ``edge_rows`` gets an identity ``id`` where SQLite has its rowid (the
   order of a file's references);
-- ``instr`` is ``strpos``; a view is made with ``CREATE OR REPLACE``.
+- ``instr`` is ``strpos``; the views are PostgreSQL's own (``VIEWS``).
 
 Full-text search (``dicomfs find``) has no FTS5 here: ``details_search``
 holds one ``tsvector`` per ``details`` row, the patient name's words
@@ -32,6 +32,7 @@ starting on an empty database do not both create it.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -39,7 +40,15 @@ from collections.abc import Sequence
 from dicomfs.errors import IndexCorruptError, IndexUnavailableError
 from dicomfs.index.database import Connection, PgConnection, errors, shown, transaction
 from dicomfs.index.schema import CAPPED_WHERE as SQLITE_CAPPED_WHERE
-from dicomfs.index.schema import DDL, SCHEMA_VERSION, insert_meta
+from dicomfs.index.schema import (
+    DDL,
+    FIRST_SHARED_VERSION,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    insert_meta,
+)
+
+log = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock keys (any 64-bit numbers; fixed so that every host agrees).
 WRITE_LOCK = 0x6469636F6D6673  # "dicomfs"
@@ -55,12 +64,37 @@ _SUBSTITUTIONS = (
     (r"\bREAL\b", "DOUBLE PRECISION"),
     (r"\bTEXT\b", 'TEXT COLLATE "C"'),
     (r"\binstr\(", "strpos("),
-    (r"CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW"),
     (
         r"(CREATE TABLE IF NOT EXISTS edge_rows \()",
         r"\1\n    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,",
     ),
-    (r"\br\.rowid AS edge_id\b", "r.id AS edge_id"),
+)
+
+# PostgreSQL's own views (schema 8), with the columns of SQLite's (a test compares
+# them): each UID, source and attribute path is looked up by its key for the rows a
+# query returns. Through joins, as SQLite has them, the planner hashed the whole of
+# ``uids`` for any query it expected to return more than a few rows: 2 ms a query at
+# 100,000 files, and more as the archive grows, where SQLite looks up each key.
+# CREATE OR REPLACE keeps the SELECT granted to a mount role.
+VIEWS = (
+    """CREATE OR REPLACE VIEW instances AS SELECT
+    r.file_id, r.sop_uid, r.serving, r.sop_class, r.modality, r.patient_id,
+    (SELECT u.uid FROM uids u WHERE u.id = r.study_id) AS study_uid,
+    (SELECT u.uid FROM uids u WHERE u.id = r.series_id) AS series_uid,
+    (SELECT u.uid FROM uids u WHERE u.id = r.for_id) AS for_uid,
+    r.label, r.dose_summation_type, r.series_description, r.instance_number,
+    r.plan_intent, r.transfer_syntax, r.uid_safe, r.flags,
+    r.study_id, r.series_id, r.for_id
+    FROM instance_rows r""",
+    """CREATE OR REPLACE VIEW edges AS SELECT
+    r.id AS edge_id, r.file_id,
+    (SELECT s.sop_uid FROM instance_rows s WHERE s.file_id = r.file_id) AS src_uid,
+    r.target_uid, r.level, r.role,
+    (SELECT p.path FROM edge_paths p WHERE p.id = r.path_id) AS path,
+    r.class_hint, r.qualifiers,
+    (SELECT u.uid FROM uids u WHERE u.id = r.study_id) AS study_uid,
+    (SELECT u.uid FROM uids u WHERE u.id = r.series_id) AS series_uid
+    FROM edge_rows r""",
 )
 
 
@@ -77,12 +111,16 @@ SEARCH_INSERT = (
 
 
 def pg_ddl() -> list[str]:
-    """``schema.DDL`` in PostgreSQL's terms, one statement per item, and its search table."""
+    """``schema.DDL`` in PostgreSQL's terms, one statement per item: its tables and
+    indexes, then its own views and search table."""
     text = DDL
     for pattern, replacement in _SUBSTITUTIONS:
         text, count = re.subn(pattern, replacement, text)
         assert count, f"schema.DDL no longer has {pattern!r}: update postgres.py"
-    return [s.strip() for s in text.split(";") if s.strip()] + list(_SEARCH_DDL)
+    statements = [s.strip() for s in text.split(";") if s.strip()]
+    tables = [s for s in statements if "CREATE VIEW" not in s]
+    assert len(statements) - len(tables) == len(VIEWS), "schema.DDL's views: update VIEWS"
+    return tables + list(VIEWS) + list(_SEARCH_DDL)
 
 
 def fold(text: str) -> str:
@@ -132,19 +170,28 @@ def lock_writers(conn: Connection) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
 
 
-def create_or_check(conn: Connection, location: str) -> None:
-    """Give an empty database the schema, or check the one it has; for the writer.
+def _version(row: Sequence[str] | None) -> int | None:
+    return int(row[0]) if row is not None and row[0].isdigit() else None
 
-    A database holding other tables is someone else's and is left alone. No
-    PostgreSQL index older than schema 7 exists, so there is nothing to upgrade
-    yet; a newer or unknown one is refused as the SQLite check does.
+
+def create_or_check(conn: Connection, location: str) -> None:
+    """Give an empty database the schema, check the one it has, upgrade an older one.
+
+    For the writer. A database holding other tables is someone else's and is
+    left alone. A PostgreSQL index starts at schema 7 (``FIRST_SHARED_VERSION``):
+    from there on the steps of ``schema.MIGRATIONS`` are SQL both engines run,
+    and the DDL is made again after them (what is new, and the views). All of
+    it is one transaction under the schema lock: hosts starting together
+    upgrade once, and readers meanwhile wait for it rather than see half.
+    A newer or unknown version is refused as the SQLite check does.
     """
     with transaction(conn):
         conn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
         has_meta = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
         if has_meta:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None or row[0] != str(SCHEMA_VERSION):
+            version = _version(row)
+            if version is None or not FIRST_SHARED_VERSION <= version <= SCHEMA_VERSION:
                 raise IndexCorruptError(
                     f"{location} has schema version {row[0] if row else 'none'}, this dicomfs "
                     f"needs {SCHEMA_VERSION}: drop its tables and re-index (the index is a "
@@ -161,6 +208,8 @@ def create_or_check(conn: Connection, location: str) -> None:
                     "mount host's role; ingest (index, serve, receive) needs the writer role "
                     "(README, Several hosts)"
                 )
+            if version < SCHEMA_VERSION:
+                _upgrade(conn, version)
         else:
             others = conn.execute(
                 "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
@@ -173,6 +222,18 @@ def create_or_check(conn: Connection, location: str) -> None:
             for statement in pg_ddl():
                 conn.execute(statement)
             insert_meta(conn)
+
+
+def _upgrade(conn: Connection, version: int) -> None:
+    """Bring a schema ``version`` index to ``SCHEMA_VERSION``, inside the caller's transaction."""
+    log.info("upgrading the index from schema %d to %d", version, SCHEMA_VERSION)
+    while version < SCHEMA_VERSION:
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+        version += 1
+    for statement in pg_ddl():
+        conn.execute(statement)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
 
 
 def connect_writer(url: str) -> Connection:

@@ -31,6 +31,7 @@ from dicomfs.index.rows import (
     INSTANCE_COLUMNS,
     PLAN_CLASSES,
     REGISTRATION_CLASSES,
+    UID_NUMBER,
     ConflictRow,
     EdgeRow,
     IndexStatus,
@@ -254,17 +255,17 @@ class IndexReader:
         return self._instances_where("TRUE", ())
 
     def series_instances(self, series_uid: str) -> list[InstanceRow]:
-        return self._instances_where("i.series_uid = ?", (series_uid,))
+        return self._instances_where(f"i.series_id = {UID_NUMBER}", (series_uid,))
 
     def study_instances(self, study_uid: str) -> list[InstanceRow]:
-        return self._instances_where("i.study_uid = ?", (study_uid,))
+        return self._instances_where(f"i.study_id = {UID_NUMBER}", (study_uid,))
 
     def instances_on_frame_of_reference(self, for_uids: Iterable[str]) -> list[InstanceRow]:
         uids = sorted(set(for_uids) - {""})
         if not uids:
             return []
         among, values = self._among(uids)
-        return self._instances_where(f"i.for_uid {among}", values)
+        return self._instances_where(f"i.for_id IN (SELECT id FROM uids WHERE uid {among})", values)
 
     def plans(self) -> list[InstanceRow]:
         return self._instances_where(
@@ -280,7 +281,8 @@ class IndexReader:
         classes = ",".join("?" * len(REGISTRATION_CLASSES))
         among, values = self._among(uids)
         return self._instances_where(
-            f"i.sop_class IN ({classes}) AND (i.for_uid {among} OR i.file_id IN ("
+            f"i.sop_class IN ({classes}) AND (i.for_id IN (SELECT id FROM uids WHERE uid {among}) "
+            "OR i.file_id IN ("
             f"SELECT e.file_id FROM edge_rows e WHERE e.target_uid {among} "
             "AND e.level = 'frame_of_reference'))",
             (*REGISTRATION_CLASSES, *values, *values),
@@ -291,16 +293,16 @@ class IndexReader:
             row[0]
             for row in self.rows(
                 "SELECT DISTINCT series_uid FROM instances "
-                "WHERE serving = 1 AND study_uid = ? AND series_uid != '' ORDER BY series_uid",
+                f"WHERE serving = 1 AND study_id = {UID_NUMBER} AND series_uid != '' "
+                "ORDER BY series_uid",
                 (study_uid,),
             )
         ]
 
     def series_exists(self, series_uid: str, study_uid: str | None = None) -> bool:
-        if study_uid is None:
-            sql, params = "series_uid = ?", (series_uid,)
-        else:
-            sql, params = "series_uid = ? AND study_uid = ?", (series_uid, study_uid)  # type: ignore[assignment]
+        sql, params = f"series_id = {UID_NUMBER}", [series_uid]
+        if study_uid is not None:
+            sql, params = f"{sql} AND study_id = {UID_NUMBER}", [series_uid, study_uid]
         return bool(
             self.rows(f"SELECT 1 FROM instances WHERE serving = 1 AND {sql} LIMIT 1", params)
         )

@@ -168,6 +168,10 @@ INSTANCE_COLUMNS = (
     "i.label, i.dose_summation_type, i.series_description, i.instance_number, i.plan_intent, "
     "i.uid_safe, i.flags, " + FILE_COLUMNS
 )
+# The number of one UID in ``uids``: what a query selecting a study, series or frame
+# of reference compares (``i.series_id = {UID_NUMBER}``), since the UID columns of
+# the ``instances`` view are lookups and have no index. NULL for a UID never seen.
+UID_NUMBER = "(SELECT id FROM uids WHERE uid = ?)"
 EDGE_COLUMNS = (
     "e.src_uid, e.target_uid, e.level, e.role, e.path, e.class_hint, e.qualifiers, "
     "e.study_uid, e.series_uid"

@@ -31,9 +31,10 @@ Tables (schema version in ``meta``):
   (schema 7). A million instances share a few ten thousand of those UIDs;
   spelled out in every row and in the three indexes that find a series, a
   study or a frame of reference, they cost 300 bytes per instance. The
-  view spells them out again, so queries read and filter by UID as
-  before. The writer writes ``instance_rows``, and queries that need no
-  UID spelled out read it: SQLite leaves an unused join out of a plain
+  view spells them out again, and a query that selects by UID compares
+  the number (``rows.UID_NUMBER``): the view's UID columns have no index.
+  The writer writes ``instance_rows``, and queries that need no UID
+  spelled out read it: SQLite leaves an unused join out of a plain
   query but not out of an aggregate (the patient list took twice as long
   through the view). A UID stays in ``uids`` once seen (one row per study,
   series or frame ever indexed).
@@ -68,7 +69,8 @@ of an indexed file can only be had by reading it again, so the 2 -> 3
 upgrade clears every stored change key (the next scan re-parses each file
 once, with its progress bar) and sets ``details_pending`` until that scan
 completes: the human tree answers "rebuilding" meanwhile instead of
-showing placeholders where names will be.
+showing placeholders where names will be. 7 -> 8 changes nothing in a
+SQLite file; it is the first step a PostgreSQL index takes (its views).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ from dicomfs.dicom.records import EDGES_CAPPED
 from dicomfs.errors import IndexCorruptError
 from dicomfs.index.database import Connection, errors, transaction
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Meta key moved by every batch that writes anything (``IndexWriter.apply``):
 # what the view keeps (plan packages) is valid while it stays the same.
 GENERATION = "generation"
@@ -153,7 +155,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             for column in ("src_uid", "path", "study_uid", "series_uid")
         ),
     ),
+    # 8: PostgreSQL's views spell UIDs out by a keyed lookup per row
+    # (``postgres.VIEWS``), made again from its DDL; SQLite's are unchanged.
+    # From here on, steps are SQL both engines run: PostgreSQL starts at 7.
+    7: (),
 }
+# The first version a PostgreSQL index can have: its upgrades are the steps from here.
+FIRST_SHARED_VERSION = 7
 
 # The serving objects a per-object bound cut short (``records.EDGES_CAPPED``
 # in their flags): the WHERE of the partial index ``instances_capped`` and of

@@ -48,7 +48,7 @@ from dicomfs.index import fulltext
 from dicomfs.index.pages import NO_LIMIT
 from dicomfs.index.people import patient_exists, patient_ids
 from dicomfs.index.reader import IndexReader
-from dicomfs.index.rows import PLAN_CLASSES
+from dicomfs.index.rows import PLAN_CLASSES, UID_NUMBER
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -68,8 +68,8 @@ _KEYS = {
 # patient column from choosing the index when a study or series is narrower.
 _GROUP = {
     "patient": "patient_id = ?",
-    "study": "+patient_id = ? AND study_uid = ?",
-    "series": "+patient_id = ? AND study_uid = ? AND series_uid = ?",
+    "study": f"+patient_id = ? AND study_id = {UID_NUMBER}",
+    "series": f"+patient_id = ? AND study_id = {UID_NUMBER} AND series_id = {UID_NUMBER}",
 }
 # Instance and plan rows carry their own description: read in one step.
 _ROW_COLUMNS = (

@@ -45,17 +45,24 @@ def listing_page(
 
     Only what ``ls -l`` shows: building full rows (JSON per row) would take
     most of a listing's budget.
+
+    The limit is part of the statement's text, not a parameter: PostgreSQL
+    plans a statement run often once for any parameters, and with an unknown
+    limit it read a whole series' worth of the archive in SOP UID order (a
+    scan of ``instances_serving``: 20-45 ms at 100,000 files) rather than
+    the series by its index and a sort of its rows (0.1 ms).
     """
     where, params = _after(after, "i.sop_uid")
     if series_uid is not None:
         where, params = f"{where} AND i.series_id = {UID_NUMBER}", (*params, series_uid)
+    bound = "" if limit >= NO_LIMIT else f" LIMIT {int(limit)}"
     return [
         ListingRow(row[0], row[1], row[2], row[3], bool(row[4]), file_row(row, 5))
         for row in reader.rows(
             "SELECT i.sop_uid, i.modality, i.study_uid, i.series_uid, i.uid_safe, "
             f"{FILE_COLUMNS} FROM instances i JOIN files f ON f.id = i.file_id "
-            f"WHERE i.serving = 1{where} ORDER BY i.sop_uid LIMIT ?",
-            (*params, limit),
+            f"WHERE i.serving = 1{where} ORDER BY i.sop_uid{bound}",
+            params,
         )
     ]
 

@@ -302,7 +302,13 @@ def _generic_plan(reader: IndexReader, sql: str, params: Sequence[object]) -> An
 def _scans(reader: IndexReader, sql: str, params: Sequence[object]) -> list[str]:
     """The steps of ``sql``'s plan that read every instance or edge row, in either engine."""
     if reader.postgres:
-        plan = _generic_plan(reader, sql, params)
+        # A list of UIDs: on 2,000 rows the generic plan of ``= ANY`` rightly scans (it
+        # guesses ten UIDs, a tenth of this table); its plan for the UIDs given is checked.
+        plan = (
+            reader.rows(f"EXPLAIN (FORMAT JSON) {sql}", params)[0][0]
+            if any(isinstance(p, list) for p in params)
+            else _generic_plan(reader, sql, params)
+        )
         nodes, scans = [plan[0]["Plan"]], []
         while nodes:
             node = nodes.pop()
@@ -329,7 +335,7 @@ def test_queries_that_select_by_uid_seek_an_index(tmp_path: Path, index_at: Path
     others = [  # so that PostgreSQL plans as for an archive, not for tables of five rows
         Instance(
             sop_class_uid=CT, sop_instance_uid=f"1.4.{n}", series_uid=f"1.3.{n % 40}",
-            study_uid=f"1.2.{n % 10}", modality="CT",
+            study_uid=f"1.2.{n % 10}", frame_of_reference_uid=f"1.1.{n % 500}", modality="CT",
             edges=[Edge(f"1.4.{n + 1}", Level.INSTANCE, Role.IMAGE, "SourceImageSequence")],
         )
         for n in range(2000)

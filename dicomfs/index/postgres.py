@@ -43,9 +43,9 @@ from dicomfs.index.schema import CAPPED_WHERE as SQLITE_CAPPED_WHERE
 from dicomfs.index.schema import (
     DDL,
     FIRST_SHARED_VERSION,
-    MIGRATIONS,
     SCHEMA_VERSION,
     insert_meta,
+    upgrade,
 )
 
 log = logging.getLogger(__name__)
@@ -227,13 +227,9 @@ def create_or_check(conn: Connection, location: str) -> None:
 def _upgrade(conn: Connection, version: int) -> None:
     """Bring a schema ``version`` index to ``SCHEMA_VERSION``, inside the caller's transaction."""
     log.info("upgrading the index from schema %d to %d", version, SCHEMA_VERSION)
-    while version < SCHEMA_VERSION:
-        for statement in MIGRATIONS[version]:
-            conn.execute(statement)
-        version += 1
+    upgrade(conn, version)
     for statement in pg_ddl():
         conn.execute(statement)
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
 
 
 def connect_writer(url: str) -> Connection:

@@ -356,14 +356,7 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         if "meta" in tables:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(row[0]) if row is not None else None
-            while version is not None and version in MIGRATIONS:
-                for statement in MIGRATIONS[version]:
-                    conn.execute(statement)
-                version += 1
-                conn.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),)
-                )
+            version = upgrade(conn, int(row[0])) if row is not None else None
             if version == SCHEMA_VERSION:
                 _create_tables(conn)  # what the upgrades added
             if version != SCHEMA_VERSION:
@@ -376,6 +369,18 @@ def create_or_check_schema(conn: sqlite3.Connection) -> None:
         else:
             _create_tables(conn)
             insert_meta(conn)
+
+
+def upgrade(conn: Connection, version: int) -> int:
+    """Run the ``MIGRATIONS`` steps from ``version`` on, in the caller's transaction; the
+    version reached. For both engines: the SQLite writer from any version, PostgreSQL's
+    from ``FIRST_SHARED_VERSION``; each makes its DDL again afterwards."""
+    while version in MIGRATIONS:
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+        version += 1
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    return version
 
 
 def insert_meta(conn: Connection) -> None:

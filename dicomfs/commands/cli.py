@@ -1,9 +1,9 @@
 """The ``dicomfs`` command line: build the parser from the command modules, run one, report.
 
 Each command module (``local``, ``query``, ``plans_cmd``, ``graph_cmd``, ``export``, ``net``,
-``webdav``, ``find_cmd``) adds its subcommands with ``register(sub)``; every handler asks the
-core one question and prints the answer. A library exception becomes one clear message and the
-documented exit code of ``dicomfs.errors`` (README "Commands").
+``webdav``, ``find_cmd``, ``hosts_cmd``) adds its subcommands with ``register(sub)``; every
+handler asks the core one question and prints the answer. A library exception becomes one
+clear message and the documented exit code of ``dicomfs.errors`` (README "Commands").
 """
 
 from __future__ import annotations
@@ -14,7 +14,17 @@ import sys
 from collections.abc import Sequence
 
 from dicomfs import __version__
-from dicomfs.commands import export, find_cmd, graph_cmd, local, net, plans_cmd, query, webdav
+from dicomfs.commands import (
+    export,
+    find_cmd,
+    graph_cmd,
+    hosts_cmd,
+    local,
+    net,
+    plans_cmd,
+    query,
+    webdav,
+)
 from dicomfs.errors import EXIT_OK, DicomfsError, exit_code
 
 
@@ -26,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dicomfs {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (local, query, find_cmd, graph_cmd, export, net, webdav, plans_cmd):
+    for module in (local, query, find_cmd, graph_cmd, export, net, webdav, plans_cmd, hosts_cmd):
         module.register(sub)
     return parser
 

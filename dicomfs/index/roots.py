@@ -23,8 +23,9 @@ stored with the name of the host that indexed it (``@planning1:/data/x``):
 another host's ``/data`` is not this one's, so only the host that wrote such
 a row reads it as a local path. The host's name is ``DICOMFS_HOST`` (the
 ``host`` setting), else its hostname; it must stay the same across restarts,
-or the host's earlier rows become another host's. An SQLite index is one
-host's and keeps plain paths.
+or the host's earlier rows become another host's (``dicomfs forget @old``
+drops them, ``index.origins``). An SQLite index is one host's and keeps
+plain paths.
 
 A path of a root (or a host) this host has no mapping for is read back under
 ``UNMAPPED``, a folder of ``/proc`` where nobody can create anything: the

@@ -91,6 +91,7 @@ class IndexWriter(IndexReader):
         results: Sequence[FileResult],
         removed: Iterable[str] = (),
         digest: DigestFunction | None = None,
+        stored_removed: Iterable[bytes] = (),
     ) -> ApplyStats:
         """Write one batch: parsed files in, vanished paths out, in one transaction.
 
@@ -98,6 +99,8 @@ class IndexWriter(IndexReader):
         order serves it, so re-indexing the same tree gives the same answers.
         ``digest`` hashes a source file; it is called only for files that
         share a SOP Instance UID with an already indexed file.
+        ``stored_removed``: paths to drop as the index stores them, which may
+        be another host's (``dicomfs forget``, ``index.origins``).
         """
         stats = ApplyStats()
         with self._lock:
@@ -112,6 +115,8 @@ class IndexWriter(IndexReader):
                     postgres.lock_writers(conn)
                 for path in removed:
                     stats.removed += self._remove(encode_path(path, shared=self.postgres), digest)
+                for raw_path in stored_removed:
+                    stats.removed += self._remove(raw_path, digest)
                 ahead = None
                 if self.postgres and results:
                     ahead = lookahead.Lookahead.of_batch(conn, results, self._numbers)

@@ -24,8 +24,10 @@ class Progress:
         stream: TextIO | None = None,
         interactive: bool | None = None,
         log_every: float = 5.0,
+        rejected: bool = True,
     ) -> None:
         self.label = label
+        self.rejected = rejected  # show the count of rejected files (parsing work only)
         self.stream = stream if stream is not None else sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.log_every = log_every
@@ -45,9 +47,9 @@ class Progress:
             width = 30
             filled = int(width * done / total) if total else width
             bar = "#" * filled + "-" * (width - filled)
+            tail = f"{rejected} rejected " if self.rejected else ""
             self.stream.write(
-                f"\r{self.label} [{bar}] {done}/{total} files  {rate:,.0f} files/s  "
-                f"{rejected} rejected "
+                f"\r{self.label} [{bar}] {done}/{total} files  {rate:,.0f} files/s  {tail}"
             )
             self.stream.flush()
             self._drawn = True

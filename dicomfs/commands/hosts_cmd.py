@@ -107,9 +107,9 @@ def cmd_forget(args: argparse.Namespace) -> int:
             progress.close()
         writer.close()
     print(
-        f"{args.target}: dropped {done:,} files from the index; a copy indexed elsewhere now "
-        "serves their UIDs. The files were not touched, and a folder that a host still "
-        "watches is indexed again at its next scan."
+        f"{args.target}: dropped {done:,} files from the index (a UID also indexed from "
+        "another file is served from that copy now). The files themselves were not touched; "
+        "a folder that a host still watches is indexed again at its next scan."
     )
     return EXIT_OK
 

@@ -190,11 +190,24 @@ def test_what_a_name_covers(
     assert (target.exact, target.low, target.high) == (exact, low, high)
 
 
-def test_a_local_path_is_named_as_this_host_stores_it() -> None:
+def test_a_local_path_is_named_as_this_host_stores_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     roots.configure({"nas": "/mnt/nas"}, "alpha")
     assert Target.parse("/mnt/nas/2019", shared=True).exact == b"nas:/2019"
     assert Target.parse("/data/in", shared=True).exact == b"@alpha:/data/in"
     assert Target.parse("/data/in", shared=False).exact == b"/data/in"
+    # Relative to the working directory only when it says so: a bare word is a root.
+    monkeypatch.chdir(tmp_path)
+    assert Target.parse("./old", shared=False).exact == os.fsencode(tmp_path / "old")
+    assert Target.parse("old", shared=False).low == b"old:"
+    index = tmp_path / "index.sqlite"
+    _write(index, tmp_path / "old", {"a.dcm": "1.2.1"})
+    assert main(["forget", "old", "--index", str(index)]) == 0
+    captured = capsys.readouterr()
+    assert "drops 0 files" in captured.out and "dicomfs forget ./old" in captured.err
+    assert main(["forget", "./old", "-q", "--index", str(index)]) == 0
+    assert _serving(index) == {}
 
 
 @pytest.mark.parametrize("text", ["", "relative/folder", "bad name", "@", "nas:2019", "a:b:/c"])

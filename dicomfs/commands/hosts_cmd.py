@@ -10,6 +10,8 @@ watched is indexed again by its host's next scan.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from dicomfs.commands.common import SubParsers, add_index_option, add_json_option, command, emit
 from dicomfs.commands.common import index_path as given_index
@@ -90,6 +92,12 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if total == 0 or args.dry_run:
         word = "would drop" if args.dry_run and total else "drops"
         print(f"{args.target}: {word} {total:,} files from the index")
+        if not total and target.exact is None and os.path.exists(args.target):
+            print(
+                f"note: {args.target!r} was read as a root's name; for the folder here, "
+                f"give its path: dicomfs forget ./{args.target}",
+                file=sys.stderr,
+            )
         return EXIT_OK
     writer = IndexWriter(path)
     progress = None if args.quiet else Progress("forgetting", rejected=False)

@@ -80,7 +80,6 @@ def _where(name: str, mapping: roots.Roots) -> str | None:
 class Target:
     """The stored paths a ``dicomfs forget`` names: one path, and everything under it."""
 
-    shown: str  # as the user named it
     exact: bytes | None  # the path itself (a file), or None for a whole origin
     low: bytes
     high: bytes
@@ -88,30 +87,30 @@ class Target:
     @classmethod
     def parse(cls, text: str, *, shared: bool) -> Target:
         """``@host`` or ``root`` (a whole origin), ``@host:/path`` or ``root:/path`` (a folder
-        or file of one), or a local path, stored as this host stores it (``roots``)."""
+        or file of one), or a local path (``/...``, ``./...``), stored as this host stores it
+        (``roots``). A bare word is a root's name, never a folder of the working directory."""
         name, colon, rest = text.partition(":")
-        if text.startswith("/"):
+        if text.startswith(("/", ".")):
             local = os.path.abspath(text)
-            stored = roots.current().stored(os.fsencode(local), shared=shared)
-            return cls._under(text, stored)
+            return cls._under(roots.current().stored(os.fsencode(local), shared=shared))
         plain = name[1:] if name.startswith("@") else name
         if not roots.NAME.fullmatch(plain):
             raise ConfigError(
-                f"{text!r} names no origin: give a folder (/data/old), a host (@planning1), "
+                f"{text!r} names no origin: give a folder (/data/old, ./old), a host (@planning1), "
                 "a root (nas) or a folder of one (nas:/2019); `dicomfs hosts` lists them"
             )
         if not colon:
             start, end = _origin_range(name)
-            return cls(text, None, start, end)
+            return cls(None, start, end)
         if not rest.startswith("/"):
             raise ConfigError(f"{text!r}: the path after '{name}:' must start with /")
-        return cls._under(text, f"{name}:{os.path.normpath(rest)}".encode())
+        return cls._under(f"{name}:{os.path.normpath(rest)}".encode())
 
     @classmethod
-    def _under(cls, shown: str, stored: bytes) -> Target:
+    def _under(cls, stored: bytes) -> Target:
         if stored.endswith(b"/"):  # "/" itself, or a root's or host's "/": all its paths
-            return cls(shown, None, stored, stored[:-1] + b"0")
-        return cls(shown, stored, stored + b"/", stored + b"0")
+            return cls(None, stored, stored[:-1] + b"0")
+        return cls(stored, stored + b"/", stored + b"0")
 
     def where(self) -> tuple[str, tuple[bytes, ...]]:
         """The WHERE clause (on ``files.path``) of the paths named, and its parameters."""

@@ -1,15 +1,22 @@
 """One index reader per OS thread, reopened when the index file is replaced or rebuilt.
 
 FUSE worker threads are foreign to Python, so ``threading.local`` would be
-reset on every callback; readers are kept per ``threading.get_ident()``
+reset on every callback; readers are kept per thread id (``gettid``)
 instead, and an sqlite3 connection is never used by two threads at once
-(reliability.md E2). Each reader also knows whether its index is complete:
+(reliability.md E2). libfuse ends idle workers past ``max_idle_threads``
+and starts new ones at the next burst, so a reader whose thread is gone is
+closed when another thread opens one (``_prune``): kept, each held a
+database connection, and a mount on PostgreSQL gained one with every burst
+until the server refused clients. Thread ids, unlike ``get_ident()`` (a
+pthread address that a new thread may take over), are not handed out again
+until the kernel's counter wraps. Each reader also knows whether its index is complete:
 a view must never answer from an index being rebuilt (E6).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +56,7 @@ class ThreadReaders:
         file (``index.reader.REBUILDING``), so a reader never answers from a
         half-built index.
         """
-        ident = threading.get_ident()
+        ident = threading.get_native_id()
         reader = self._readers.get(ident)
         now = time.monotonic()
         stale = reader is not None and self._opened.get(ident) != self._epoch
@@ -66,6 +73,7 @@ class ThreadReaders:
                 reader.close()
                 reader = None
         if reader is None:
+            self._prune(ident)
             reader = self._factory()
             try:
                 self._rebuilding[ident] = self._incomplete(reader)
@@ -79,6 +87,28 @@ class ThreadReaders:
         elif self._rebuilding.get(ident):
             self._rebuilding[ident] = self._incomplete(reader)
         return reader, self._rebuilding[ident]
+
+    def _prune(self, ident: int) -> None:
+        """Close the readers of threads that have ended (module docstring).
+
+        Only a reader's own thread uses it, so one whose thread id is no
+        longer among the process's tasks is idle for good.
+        """
+        try:
+            alive = {int(name) for name in os.listdir("/proc/self/task")}
+        except OSError:
+            return  # no /proc: keep them all
+        alive.add(ident)
+        with self._lock:
+            ended = [tid for tid in self._readers if tid not in alive]
+            gone = [self._readers.pop(tid) for tid in ended]
+            for tid in ended:
+                self._opened.pop(tid, None)
+        for tid in ended:
+            self._checked.pop(tid, None)
+            self._rebuilding.pop(tid, None)
+        for reader in gone:
+            reader.close()
 
     def _incomplete(self, reader: IndexReader) -> bool:
         """The index is being rebuilt, or an empty one replaced the index this view began with.

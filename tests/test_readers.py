@@ -2,15 +2,18 @@
 
 libfuse ends idle workers past ``max_idle_threads`` and starts new ones at the
 next burst. Real threads here play those workers over a real index in each
-engine: once a burst's threads have ended, the next thread that opens a reader
-closes theirs, and on PostgreSQL the server sees their connections go (a mount
-kept one per ended worker, until the server refused clients). A reader whose
-thread still runs is never touched.
+engine: a burst's new threads take over the readers the last burst's threads
+left, so on PostgreSQL the server's sessions grow only when a burst has more
+threads at once than any before (a mount kept one per ended worker, until the
+server refused clients). A reader whose thread still runs is never handed on,
+and one from before the index file changed is closed, not handed on.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import psycopg
@@ -53,7 +56,40 @@ def _in_thread(readers: ThreadReaders, hold: threading.Event | None = None) -> I
     return got[0]
 
 
-def test_readers_of_ended_threads_are_closed(index_at: Path | str) -> None:
+def _burst(readers: ThreadReaders, size: int) -> list[IndexReader]:
+    """``size`` threads alive at once (each its own thread id) take a reader each and end."""
+    barrier = threading.Barrier(size)
+    taken: list[IndexReader] = []
+    tids: list[int] = []
+
+    def worker() -> None:
+        barrier.wait(30)
+        reader = readers.get()[0]
+        reader.rows("SELECT 1")
+        taken.append(reader)
+        tids.append(threading.get_native_id())
+        barrier.wait(30)  # none ends before all have theirs
+
+    threads = [threading.Thread(target=worker) for _ in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == size
+    # join() returns a moment before the kernel lets the task go; libfuse's workers
+    # end long before the next burst.
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/self/task/{tid}") for tid in tids):
+        assert time.monotonic() < deadline, "threads that ended are still tasks"
+        time.sleep(0.01)
+    return taken
+
+
+def _ids(readers: list[IndexReader]) -> set[int]:
+    return {id(reader) for reader in readers}
+
+
+def test_new_threads_take_over_the_readers_of_ended_ones(index_at: Path | str) -> None:
     IndexWriter(index_at).close()  # an empty index of the current schema
     readers = ThreadReaders(lambda: IndexReader(index_at))
     shared = not isinstance(index_at, Path)
@@ -61,32 +97,38 @@ def test_readers_of_ended_threads_are_closed(index_at: Path | str) -> None:
     hold = threading.Event()
     try:
         kept = _in_thread(readers, hold)  # a worker that stays
-        barrier = threading.Barrier(BURST)
-        burst: list[IndexReader] = []
-
-        def worker() -> None:
-            barrier.wait(30)  # all alive at once: each has a thread id of its own
-            burst.append(readers.get()[0])
-
-        threads = [threading.Thread(target=worker) for _ in range(BURST)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert len({id(reader) for reader in burst}) == BURST
+        first = _ids(_burst(readers, BURST))
+        assert len(first) == BURST and id(kept) not in first
+        assert len(readers._readers) == BURST + 1
+        second = _ids(_burst(readers, BURST))  # new thread ids: the readers of the first
+        assert second == first
         assert len(readers._readers) == BURST + 1
         if shared:
             assert _connections(index_at) == baseline + BURST + 1
-
-        after = _in_thread(readers)  # the next burst's first worker
-        assert len(readers._readers) == 2  # the one that stays, and the new one
-        for reader in burst:
-            with pytest.raises(Exception, match="close"):
-                reader.rows("SELECT 1")
-        assert kept.rows("SELECT 1") == [(1,)]  # its thread still runs
-        assert after.rows("SELECT 1") == [(1,)]
+        third = _ids(_burst(readers, BURST + 2))  # more at once than ever: two more readers
+        assert first < third and id(kept) not in third
+        assert len(readers._readers) == BURST + 3
         if shared:
-            assert _connections(index_at) == baseline + 2
+            assert _connections(index_at) == baseline + BURST + 3
+        assert kept.rows("SELECT 1") == [(1,)]  # its thread still runs
     finally:
         hold.set()
+        readers.close()
+
+
+def test_readers_from_before_the_index_changed_are_closed(index_at: Path | str) -> None:
+    """A reader left by an ended thread of an older epoch (the index file was replaced) is
+    closed when a new thread comes, never handed to it."""
+    IndexWriter(index_at).close()
+    readers = ThreadReaders(lambda: IndexReader(index_at))
+    try:
+        old = _burst(readers, 3)
+        readers._epoch += 1  # what the first thread to see the file replaced does
+        fresh = _in_thread(readers)
+        assert id(fresh) not in _ids(old)
+        assert len(readers._readers) == 1
+        for reader in old:
+            with pytest.raises(Exception, match="close"):
+                reader.rows("SELECT 1")
+    finally:
         readers.close()

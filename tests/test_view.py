@@ -495,16 +495,20 @@ def test_one_reader_per_thread(index: Path, corpus: Corpus) -> None:
     made: list[int] = []
 
     def factory() -> IndexReader:
-        made.append(threading.get_ident())
+        made.append(threading.get_native_id())
         return IndexReader(index)
 
     v = View(factory, dir_uid=0, dir_gid=0, mount_time_ns=0, cache_ttl=0)
     errors: list[BaseException] = []
 
-    together = threading.Barrier(8)  # all alive at once: a finished thread's id is reused
+    # All alive at once until each has its reader: a new thread takes over the reader
+    # of one that has ended (``view.readers``), never that of one that runs.
+    together = threading.Barrier(8)
 
     def work() -> None:
         try:
+            together.wait(10)
+            v.lookup(f"by-sop/{corpus.ct[0]}.dcm")
             together.wait(10)
             for _ in range(20):
                 v.listdir(f"plans/{corpus.plan}/references")

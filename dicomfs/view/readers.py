@@ -3,14 +3,19 @@
 FUSE worker threads are foreign to Python, so ``threading.local`` would be
 reset on every callback; readers are kept per thread id (``gettid``)
 instead, and an sqlite3 connection is never used by two threads at once
-(reliability.md E2). libfuse ends idle workers past ``max_idle_threads``
-and starts new ones at the next burst, so a reader whose thread is gone is
-closed when another thread opens one (``_prune``): kept, each held a
-database connection, and a mount on PostgreSQL gained one with every burst
-until the server refused clients. Thread ids, unlike ``get_ident()`` (a
-pthread address that a new thread may take over), are not handed out again
-until the kernel's counter wraps. Each reader also knows whether its index is complete:
+(reliability.md E2). Each reader also knows whether its index is complete:
 a view must never answer from an index being rebuilt (E6).
+
+libfuse ends idle workers past ``max_idle_threads`` and starts new ones at
+the next burst. A new thread takes over the reader of a thread that has
+ended (``_adopt``) before it opens one: left behind, each held a database
+connection, and a mount on PostgreSQL gained one with every burst until the
+server refused clients; closed, every burst's new workers would pay a new
+connection (about 4 ms on PostgreSQL). So a view holds at most as many
+readers as it ever had threads at once. Thread ids, unlike ``get_ident()``
+(a pthread address that a new thread may take over), are not handed out
+again until the kernel's counter wraps, so a thread that is gone is told
+apart from one that runs.
 """
 
 from __future__ import annotations
@@ -73,7 +78,8 @@ class ThreadReaders:
                 reader.close()
                 reader = None
         if reader is None:
-            self._prune(ident)
+            reader = self._adopt(ident)
+        if reader is None:
             reader = self._factory()
             try:
                 self._rebuilding[ident] = self._incomplete(reader)
@@ -88,27 +94,39 @@ class ThreadReaders:
             self._rebuilding[ident] = self._incomplete(reader)
         return reader, self._rebuilding[ident]
 
-    def _prune(self, ident: int) -> None:
-        """Close the readers of threads that have ended (module docstring).
+    def _adopt(self, ident: int) -> IndexReader | None:
+        """The reader of a thread that has ended, now this thread's (module docstring).
 
         Only a reader's own thread uses it, so one whose thread id is no
-        longer among the process's tasks is idle for good.
+        longer among the process's tasks is idle for good. One opened before
+        the index file changed is closed instead.
         """
         try:
             alive = {int(name) for name in os.listdir("/proc/self/task")}
         except OSError:
-            return  # no /proc: keep them all
+            return None
         alive.add(ident)
+        adopted: IndexReader | None = None
+        old: list[IndexReader] = []
         with self._lock:
-            ended = [tid for tid in self._readers if tid not in alive]
-            gone = [self._readers.pop(tid) for tid in ended]
-            for tid in ended:
+            for tid in [tid for tid in self._readers if tid not in alive]:
+                current = self._opened.get(tid) == self._epoch
+                if current and adopted is not None:
+                    continue  # left for the next new thread
+                reader = self._readers.pop(tid)
                 self._opened.pop(tid, None)
-        for tid in ended:
-            self._checked.pop(tid, None)
-            self._rebuilding.pop(tid, None)
-        for reader in gone:
+                checked = self._checked.pop(tid, 0.0)
+                rebuilding = self._rebuilding.pop(tid, True)
+                if not current:
+                    old.append(reader)
+                    continue
+                adopted = self._readers[ident] = reader
+                self._opened[ident] = self._epoch
+                self._checked[ident] = checked
+                self._rebuilding[ident] = rebuilding
+        for reader in old:
             reader.close()
+        return adopted
 
     def _incomplete(self, reader: IndexReader) -> bool:
         """The index is being rebuilt, or an empty one replaced the index this view began with.

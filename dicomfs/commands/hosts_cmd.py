@@ -13,8 +13,15 @@ import argparse
 import os
 import sys
 
-from dicomfs.commands.common import SubParsers, add_index_option, add_json_option, command, emit
-from dicomfs.commands.common import index_path as given_index
+from dicomfs.commands.common import (
+    SubParsers,
+    add_index_option,
+    add_json_option,
+    command,
+    emit,
+    index_path,
+    open_reader,
+)
 from dicomfs.errors import EXIT_OK, IndexCorruptError
 from dicomfs.index import IndexReader, IndexWriter
 from dicomfs.index.origins import LOCAL, Target, origins
@@ -51,7 +58,7 @@ def register(sub: SubParsers) -> None:
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    reader = IndexReader(given_index(args))
+    reader = open_reader(args)
     try:
         found = origins(reader)
     finally:
@@ -82,7 +89,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from dicomfs.live.progress import Progress
     from dicomfs.live.scan import file_digest
 
-    path = given_index(args)
+    path = index_path(args)
     reader = IndexReader(path)
     try:
         target = Target.parse(args.target, shared=reader.postgres)

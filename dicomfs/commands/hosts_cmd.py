@@ -50,7 +50,7 @@ def register(sub: SubParsers) -> None:
     p.add_argument(
         "target",
         metavar="WHAT",
-        help="@host, a root's name, root:/folder, or a local folder or file",
+        help="@host, a root's name, root:/folder, or a local folder or file (/path, ./path)",
     )
     p.add_argument("--dry-run", action="store_true", help="say how many files, drop nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -99,15 +99,15 @@ def test_new_threads_take_over_the_readers_of_ended_ones(index_at: Path | str) -
         kept = _in_thread(readers, hold)  # a worker that stays
         first = _ids(_burst(readers, BURST))
         assert len(first) == BURST and id(kept) not in first
-        assert len(readers._readers) == BURST + 1
+        assert len(readers._slots) == BURST + 1
         second = _ids(_burst(readers, BURST))  # new thread ids: the readers of the first
         assert second == first
-        assert len(readers._readers) == BURST + 1
+        assert len(readers._slots) == BURST + 1
         if shared:
             assert _connections(index_at) == baseline + BURST + 1
         third = _ids(_burst(readers, BURST + 2))  # more at once than ever: two more readers
         assert first < third and id(kept) not in third
-        assert len(readers._readers) == BURST + 3
+        assert len(readers._slots) == BURST + 3
         if shared:
             assert _connections(index_at) == baseline + BURST + 3
         assert kept.rows("SELECT 1") == [(1,)]  # its thread still runs
@@ -126,7 +126,7 @@ def test_readers_from_before_the_index_changed_are_closed(index_at: Path | str) 
         readers._epoch += 1  # what the first thread to see the file replaced does
         fresh = _in_thread(readers)
         assert id(fresh) not in _ids(old)
-        assert len(readers._readers) == 1
+        assert len(readers._slots) == 1
         for reader in old:
             with pytest.raises(Exception, match="close"):
                 reader.rows("SELECT 1")

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dicomfs.index import IndexReader
 
@@ -35,20 +36,27 @@ log = logging.getLogger(__name__)
 READER_CHECK_INTERVAL = 1.0
 
 
+@dataclass(slots=True)
+class _Slot:
+    """One thread's reader and what is known of it."""
+
+    reader: IndexReader
+    opened: int  # the epoch it was opened in
+    checked: float  # when it last checked that the index file is the one it opened
+    rebuilding: bool  # its index is being rebuilt, or was replaced by an empty one
+
+
 class ThreadReaders:
     """The readers of one view, one per thread."""
 
     def __init__(self, factory: Callable[[], IndexReader]) -> None:
         self._factory = factory
-        self._readers: dict[int, IndexReader] = {}
-        self._checked: dict[int, float] = {}
-        self._rebuilding: dict[int, bool] = {}  # per thread: is its reader's index being rebuilt
+        self._slots: dict[int, _Slot] = {}  # by thread id
         self._origin: tuple[int, int] | None = None  # (dev, inode) of the first index file read
         # Moved by the first thread that finds the index file changed: every other
         # thread reopens at its next call, so no thread answers from the old file
         # (or the old state) for up to a check interval after another saw the new.
         self._epoch = 0
-        self._opened: dict[int, int] = {}  # the epoch each thread's reader was opened in
         self._lock = threading.Lock()
 
     def get(self) -> tuple[IndexReader, bool]:
@@ -62,39 +70,36 @@ class ThreadReaders:
         half-built index.
         """
         ident = threading.get_native_id()
-        reader = self._readers.get(ident)
+        slot = self._slots.get(ident)
         now = time.monotonic()
-        stale = reader is not None and self._opened.get(ident) != self._epoch
-        if reader is not None and (
-            stale or now - self._checked.get(ident, now) >= READER_CHECK_INTERVAL
-        ):
-            self._checked[ident] = now
-            if stale or not reader.is_current():  # reliability.md E6
-                with self._lock:
-                    if not stale:
-                        log.warning("the index file %s changed: reopening it", reader.path)
-                        self._epoch += 1
-                    self._readers.pop(ident, None)
-                reader.close()
-                reader = None
-        if reader is None:
-            reader = self._adopt(ident)
-        if reader is None:
+        if slot is not None:
+            stale = slot.opened != self._epoch
+            if stale or now - slot.checked >= READER_CHECK_INTERVAL:
+                slot.checked = now
+                if stale or not slot.reader.is_current():  # reliability.md E6
+                    with self._lock:
+                        if not stale:
+                            log.warning("the index file %s changed: reopening it", slot.reader.path)
+                            self._epoch += 1
+                        self._slots.pop(ident, None)
+                    slot.reader.close()
+                    slot = None
+        if slot is None:
+            slot = self._adopt(ident)
+        if slot is None:
             reader = self._factory()
             try:
-                self._rebuilding[ident] = self._incomplete(reader)
+                rebuilding = self._incomplete(reader)
             except BaseException:
                 reader.close()
                 raise
             with self._lock:
-                self._readers[ident] = reader
-                self._opened[ident] = self._epoch
-            self._checked[ident] = now
-        elif self._rebuilding.get(ident):
-            self._rebuilding[ident] = self._incomplete(reader)
-        return reader, self._rebuilding[ident]
+                slot = self._slots[ident] = _Slot(reader, self._epoch, now, rebuilding)
+        elif slot.rebuilding:
+            slot.rebuilding = self._incomplete(slot.reader)
+        return slot.reader, slot.rebuilding
 
-    def _adopt(self, ident: int) -> IndexReader | None:
+    def _adopt(self, ident: int) -> _Slot | None:
         """The reader of a thread that has ended, now this thread's (module docstring).
 
         Only a reader's own thread uses it, so one whose thread id is no
@@ -106,24 +111,14 @@ class ThreadReaders:
         except OSError:
             return None
         alive.add(ident)
-        adopted: IndexReader | None = None
+        adopted: _Slot | None = None
         old: list[IndexReader] = []
         with self._lock:
-            for tid in [tid for tid in self._readers if tid not in alive]:
-                current = self._opened.get(tid) == self._epoch
-                if current and adopted is not None:
-                    continue  # left for the next new thread
-                reader = self._readers.pop(tid)
-                self._opened.pop(tid, None)
-                checked = self._checked.pop(tid, 0.0)
-                rebuilding = self._rebuilding.pop(tid, True)
-                if not current:
-                    old.append(reader)
-                    continue
-                adopted = self._readers[ident] = reader
-                self._opened[ident] = self._epoch
-                self._checked[ident] = checked
-                self._rebuilding[ident] = rebuilding
+            for tid in [tid for tid in self._slots if tid not in alive]:
+                if self._slots[tid].opened != self._epoch:
+                    old.append(self._slots.pop(tid).reader)
+                elif adopted is None:
+                    adopted = self._slots[ident] = self._slots.pop(tid)
         for reader in old:
             reader.close()
         return adopted
@@ -149,6 +144,6 @@ class ThreadReaders:
 
     def close(self) -> None:
         with self._lock:
-            readers, self._readers = list(self._readers.values()), {}
-        for reader in readers:
-            reader.close()
+            slots, self._slots = list(self._slots.values()), {}
+        for slot in slots:
+            slot.reader.close()

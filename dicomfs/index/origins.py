@@ -52,20 +52,10 @@ def origins(reader: IndexReader) -> list[Origin]:
     while rows := reader.rows(first_at, (low,)):
         first = bytes(rows[0][0])
         name = LOCAL if first[:1] == b"/" else os.fsdecode(first.partition(b":")[0])
-        start, end = _origin_range(name)
-        count = reader.rows(
-            "SELECT count(*) FROM files WHERE path >= ? AND path < ?", (start, end)
-        )[0][0]
-        found.append(Origin(name, int(count), _where(name, mapping)))
-        low = end
+        whole = Target.origin(name)
+        found.append(Origin(name, whole.count(reader), _where(name, mapping)))
+        low = whole.high
     return found
-
-
-def _origin_range(name: str) -> tuple[bytes, bytes]:
-    if name == LOCAL:
-        return b"/", b"0"  # "0" is the byte after "/"
-    raw = name.encode()
-    return raw + b":", raw + b";"
 
 
 def _where(name: str, mapping: roots.Roots) -> str | None:
@@ -100,11 +90,18 @@ class Target:
                 "a root (nas) or a folder of one (nas:/2019); `dicomfs hosts` lists them"
             )
         if not colon:
-            start, end = _origin_range(name)
-            return cls(None, start, end)
+            return cls.origin(name)
         if not rest.startswith("/"):
             raise ConfigError(f"{text!r}: the path after '{name}:' must start with /")
         return cls._under(f"{name}:{os.path.normpath(rest)}".encode())
+
+    @classmethod
+    def origin(cls, name: str) -> Target:
+        """Every path of the origin ``name`` (``@host``, a root's name, or LOCAL)."""
+        if name == LOCAL:
+            return cls(None, b"/", b"0")  # "0" is the byte after "/"
+        raw = name.encode()
+        return cls(None, raw + b":", raw + b";")
 
     @classmethod
     def _under(cls, stored: bytes) -> Target:

@@ -107,7 +107,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
             )
         return EXIT_OK
     writer = IndexWriter(path)
-    progress = None if args.quiet else Progress("forgetting", rejected=False)
+    progress = None if args.quiet else Progress("forgetting", show_rejected=False)
     done = 0
     try:
         while page := target.first_paths(writer, PAGE):

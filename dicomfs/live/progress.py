@@ -24,10 +24,10 @@ class Progress:
         stream: TextIO | None = None,
         interactive: bool | None = None,
         log_every: float = 5.0,
-        rejected: bool = True,
+        show_rejected: bool = True,
     ) -> None:
         self.label = label
-        self.rejected = rejected  # show the count of rejected files (parsing work only)
+        self.show_rejected = show_rejected  # the count of rejected files (parsing work only)
         self.stream = stream if stream is not None else sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self.log_every = log_every
@@ -47,7 +47,7 @@ class Progress:
             width = 30
             filled = int(width * done / total) if total else width
             bar = "#" * filled + "-" * (width - filled)
-            tail = f"{rejected} rejected " if self.rejected else ""
+            tail = f"{rejected} rejected " if self.show_rejected else ""
             self.stream.write(
                 f"\r{self.label} [{bar}] {done}/{total} files  {rate:,.0f} files/s  {tail}"
             )
